@@ -1,0 +1,84 @@
+"""Offline speech services (faster-whisper STT, Piper TTS) over models shared by every call.
+
+Pipecat's `WhisperSTTService` and `PiperTTSService` load their model in the constructor, once
+per call. These subclasses take the process-wide model instead and change nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from faster_whisper import WhisperModel
+from pipecat.services.piper.tts import PiperTTSService
+from pipecat.services.tts_service import TTSService
+from pipecat.services.whisper.stt import WhisperSTTService
+from piper import PiperVoice
+
+from bot.shared import shared
+
+
+class _GreedyWhisper:
+    """A WhisperModel whose `transcribe` uses latency-friendly decoding for short turns."""
+
+    def __init__(self, model: WhisperModel, beam_size: int):
+        self._model = model
+        self._beam_size = beam_size
+
+    @property
+    def supported_languages(self) -> list[str]:
+        return self._model.supported_languages
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("beam_size", self._beam_size)
+        kwargs.setdefault("condition_on_previous_text", False)
+        kwargs.setdefault("without_timestamps", True)
+        return self._model.transcribe(audio, **kwargs)
+
+
+def load_whisper(model_dir: Path, compute_type: str, cpu_threads: int) -> WhisperModel:
+    """A CTranslate2 Whisper model from a local folder, loaded once per process."""
+    return shared(
+        ("whisper", str(model_dir), compute_type, cpu_threads),
+        lambda: WhisperModel(
+            str(model_dir),
+            device="cpu",
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=1,
+            local_files_only=True,
+        ),
+    )
+
+
+class SharedWhisperSTTService(WhisperSTTService):
+    """`WhisperSTTService` over a model loaded once per process."""
+
+    def __init__(self, *, model: WhisperModel, beam_size: int = 1, **kwargs: Any):
+        self._shared_model = _GreedyWhisper(model, beam_size)
+        super().__init__(device="cpu", **kwargs)
+
+    def _load(self) -> None:
+        self._model = self._shared_model  # type: ignore[assignment]
+        unsupported = self._unsupported_language()
+        if unsupported:
+            raise ValueError(unsupported)
+
+
+def load_piper(voice_dir: Path, voice: str) -> PiperVoice:
+    """A Piper voice from a local folder (`<voice>.onnx` + `.onnx.json`), loaded once."""
+    model_path = voice_dir / f"{voice}.onnx"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"Piper voice {voice!r} not found in {voice_dir}")
+    return shared(("piper", str(model_path)), lambda: PiperVoice.load(model_path))
+
+
+class SharedPiperTTSService(PiperTTSService):
+    """`PiperTTSService` over a voice loaded once per process (nothing is downloaded)."""
+
+    def __init__(self, *, voice: PiperVoice, voice_name: str, **kwargs: Any):
+        settings = self.Settings(model=None, voice=voice_name, language=None)
+        TTSService.__init__(
+            self, push_start_frame=True, push_stop_frames=True, settings=settings, **kwargs
+        )
+        self._voice = voice

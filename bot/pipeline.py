@@ -1,0 +1,166 @@
+"""The one pipeline builder: a pipeline file plus a transport make one call.
+
+transport in → STT → PII redactor → user aggregator (VAD + end of turn) → LLM → TTS →
+transport out → assistant aggregator. The transport is chosen at the edge (`transports/`); this
+module only sees its input and output processors and the call's audio rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import EndFrame, TTSSpeakFrame
+from pipecat.pipeline.llm_switcher import LLMSwitcher
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.service_switcher import ServiceSwitcherStrategyFailover
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frameworks.rtvi.observer import RTVIObserverParams
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+
+from bot.call import CallInfo
+from bot.config import STAGES, LoadedPipeline
+from bot.registry import get_provider
+
+
+def preload(loaded: LoadedPipeline) -> None:
+    """Load every model the pipeline's providers share between calls (start-up, blocking)."""
+    config = loaded.config
+    stages = [(name, name, getattr(config, name)) for name in STAGES]
+    stages += [("llm", f"llm.fallback[{i}]", b) for i, b in enumerate(config.llm.fallback)]
+    for kind, where, stage in stages:
+        hook = get_provider(kind, stage.provider).load_preload()
+        if hook is not None:
+            hook(loaded.options[where])
+
+
+def _build_stage(loaded: LoadedPipeline, kind: str, where: str, provider: str, call: CallInfo) -> Any:
+    factory = get_provider(kind, provider).load_factory()
+    return factory(loaded.options[where], call)
+
+
+class CallSession:
+    """One call's pipeline, its worker and its lifecycle (greeting, idle, goodbye, end)."""
+
+    def __init__(
+        self, loaded: LoadedPipeline, call: CallInfo, transport: BaseTransport, *, rtvi: bool
+    ):
+        self.call = call
+        self.loaded = loaded
+        config = loaded.config
+        self._policy = config.call
+        self._idle_prompts = 0
+        self._ending = False
+        self._deadline_task: asyncio.Task[None] | None = None
+
+        vad = _build_stage(loaded, "vad", "vad", config.vad.provider, call)
+        stop_strategies = _build_stage(loaded, "turn", "turn", config.turn.provider, call)
+        self.stt = _build_stage(loaded, "stt", "stt", config.stt.provider, call)
+        redactor = _build_stage(loaded, "redact", "redact", config.redact.provider, call)
+        llms = [_build_stage(loaded, "llm", "llm", config.llm.provider, call)]
+        llms += [
+            _build_stage(loaded, "llm", f"llm.fallback[{i}]", backup.provider, call)
+            for i, backup in enumerate(config.llm.fallback)
+        ]
+        llm = llms[0] if len(llms) == 1 else LLMSwitcher(llms, ServiceSwitcherStrategyFailover)
+        tts = _build_stage(loaded, "tts", "tts", config.tts.provider, call)
+
+        self.context = LLMContext(messages=[{"role": "system", "content": config.prompt}])
+        aggregators = LLMContextAggregatorPair(
+            self.context,
+            user_params=LLMUserAggregatorParams(
+                vad_analyzer=vad,
+                user_turn_strategies=UserTurnStrategies(stop=stop_strategies),
+                user_idle_timeout=self._policy.idle_timeout_secs,
+            ),
+        )
+        user_aggregator = aggregators.user()
+        user_aggregator.add_event_handler("on_user_turn_idle", self._on_user_idle)
+        user_aggregator.add_event_handler("on_user_turn_started", self._on_user_turn_started)
+
+        pipeline = Pipeline(
+            [
+                transport.input(),
+                self.stt,
+                redactor,
+                user_aggregator,
+                llm,
+                tts,
+                transport.output(),
+                aggregators.assistant(),
+            ]
+        )
+        self.worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=call.audio_in_sample_rate,
+                audio_out_sample_rate=call.audio_out_sample_rate,
+                enable_metrics=True,
+            ),
+            conversation_id=call.call_id,
+            enable_rtvi=rtvi,
+            # The RTVI observer reports a frame on its first push: the STT's raw transcript
+            # must never reach the client, only the redactor's copy.
+            rtvi_observer_params=RTVIObserverParams(ignored_sources=[self.stt]) if rtvi else None,
+            idle_timeout_secs=None,
+        )
+
+    async def greet(self) -> None:
+        """Say the greeting (once the transport is connected)."""
+        if self._deadline_task is None:
+            self._deadline_task = asyncio.create_task(self._end_at_deadline())
+        greeting = self.loaded.config.greeting
+        if greeting:
+            await self.worker.queue_frames([TTSSpeakFrame(greeting)])
+
+    async def end(self, *, goodbye: bool = True) -> None:
+        """End the call politely: say goodbye, then an EndFrame (Twilio: REST hang-up)."""
+        if self._ending:
+            return
+        self._ending = True
+        frames: list[Any] = []
+        if goodbye and self._policy.goodbye:
+            frames.append(TTSSpeakFrame(self._policy.goodbye))
+        frames.append(EndFrame())
+        await self.worker.queue_frames(frames)
+
+    async def cancel(self) -> None:
+        """The caller is gone: stop at once."""
+        self._ending = True
+        await self.worker.cancel()
+
+    async def run(self) -> None:
+        """Run the call to its end."""
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(self.worker)
+        try:
+            await runner.run()
+        finally:
+            if self._deadline_task is not None:
+                self._deadline_task.cancel()
+
+    async def _end_at_deadline(self) -> None:
+        await asyncio.sleep(self._policy.max_duration_secs)
+        logger.info("call reached its maximum duration")
+        await self.end()
+
+    async def _on_user_turn_started(self, *_: Any) -> None:
+        self._idle_prompts = 0
+
+    async def _on_user_idle(self, *_: Any) -> None:
+        if self._ending:
+            return
+        if self._idle_prompts < self._policy.idle_prompts_before_hangup:
+            self._idle_prompts += 1
+            await self.worker.queue_frames([TTSSpeakFrame(self._policy.idle_prompt)])
+            return
+        logger.info("caller idle: ending the call")
+        await self.end()

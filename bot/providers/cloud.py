@@ -1,0 +1,81 @@
+"""Factories for the cloud providers: Deepgram, Anthropic, OpenAI, ElevenLabs.
+
+Every provider takes `base_url`, so the same client code can be pointed at a proxy, a regional
+endpoint or a local server that speaks the vendor's protocol. Keys come from the environment
+through the pipeline file's `${VAR}` interpolation and are never logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.call import CallInfo
+from bot.stage_options import AnthropicOptions, DeepgramOptions, ElevenLabsOptions, OpenAIOptions
+
+
+def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:
+    from pipecat.services.deepgram.stt import DeepgramSTTService
+
+    return DeepgramSTTService(
+        api_key=options.api_key,
+        base_url=options.base_url,
+        encoding="linear16",
+        sample_rate=call.audio_in_sample_rate,
+        settings=DeepgramSTTService.Settings(
+            model=options.model,
+            language=options.language,
+            interim_results=options.interim_results,
+            endpointing=options.endpointing,
+            smart_format=options.smart_format,
+            punctuate=options.punctuate,
+            profanity_filter=options.profanity_filter,
+        ),
+    )
+
+
+def make_anthropic_llm(options: AnthropicOptions, call: CallInfo) -> Any:
+    from anthropic import AsyncAnthropic
+    from pipecat.services.anthropic.llm import AnthropicLLMService
+
+    client = AsyncAnthropic(api_key=options.api_key, base_url=options.base_url)
+    return AnthropicLLMService(
+        api_key=options.api_key,
+        client=client,
+        settings=AnthropicLLMService.Settings(
+            model=options.model, max_tokens=options.max_tokens, temperature=options.temperature
+        ),
+    )
+
+
+def make_openai_llm(options: OpenAIOptions, call: CallInfo) -> Any:
+    from pipecat.services.openai.llm import OpenAILLMService
+
+    return OpenAILLMService(
+        api_key=options.api_key,
+        base_url=options.base_url,
+        settings=OpenAILLMService.Settings(
+            model=options.model, max_tokens=options.max_tokens, temperature=options.temperature
+        ),
+    )
+
+
+def make_elevenlabs_tts(options: ElevenLabsOptions, call: CallInfo) -> Any:
+    from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
+
+    voice_settings = {
+        key: value
+        for key, value in {
+            "stability": options.stability,
+            "similarity_boost": options.similarity_boost,
+            "speed": options.speed,
+        }.items()
+        if value is not None
+    }
+    return ElevenLabsTTSService(
+        api_key=options.api_key,
+        url=options.base_url,
+        sample_rate=call.audio_out_sample_rate,
+        settings=ElevenLabsTTSService.Settings(
+            voice=options.voice_id, model=options.model, **voice_settings
+        ),
+    )

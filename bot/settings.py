@@ -1,0 +1,64 @@
+"""Server settings, read once from the environment. Secrets stay here and are never logged."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PIPELINE = "pipelines/local.yaml"
+
+
+class SettingsError(ValueError):
+    """The environment describes a server that cannot run safely."""
+
+
+def resolve_pipeline_path(path: str | os.PathLike[str]) -> Path:
+    """A pipeline path as given, else relative to the project folder (for installed runs)."""
+    candidate = Path(path)
+    if candidate.is_file() or candidate.is_absolute():
+        return candidate
+    bundled = REPO_ROOT / candidate
+    return bundled if bundled.is_file() else candidate
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    pipeline_path: Path
+    public_url: str | None
+    twilio_auth_token: str | None = field(repr=False)
+    twilio_account_sid: str | None
+    twilio_api_base_url: str | None
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
+        env = os.environ if environ is None else environ
+        public_url = (env.get("VOICEBOT_PUBLIC_URL") or "").strip().rstrip("/") or None
+        if public_url:
+            parts = urlsplit(public_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise SettingsError(
+                    f"VOICEBOT_PUBLIC_URL must be an http(s) URL like https://bot.example.com, "
+                    f"got {public_url!r}"
+                )
+        token = env.get("TWILIO_AUTH_TOKEN") or None
+        if token and not public_url:
+            raise SettingsError(
+                "TWILIO_AUTH_TOKEN is set but VOICEBOT_PUBLIC_URL is not: Twilio signs the public "
+                "URL it calls, so the server needs it to check X-Twilio-Signature"
+            )
+        return cls(
+            pipeline_path=resolve_pipeline_path(env.get("VOICEBOT_PIPELINE", DEFAULT_PIPELINE)),
+            public_url=public_url,
+            twilio_auth_token=token,
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
+            twilio_api_base_url=(env.get("VOICEBOT_TWILIO_API_URL") or "").rstrip("/") or None,
+            log_level=(env.get("VOICEBOT_LOG_LEVEL") or "INFO").upper(),
+        )
+
+    @property
+    def twilio_signatures_required(self) -> bool:
+        return self.twilio_auth_token is not None

@@ -1,0 +1,241 @@
+"""The phone edge: Twilio's voice webhook, its status callbacks and Media Streams.
+
+Twilio calls `POST /twilio/voice`; we answer TwiML `<Connect><Stream>` pointing at
+`wss://{public host}/twilio/stream` with `<Parameter>`s (Twilio refuses a query string there).
+The stream carries 8 kHz μ-law both ways; the pipeline runs at 8 kHz so nothing is resampled.
+Everything the stream needs arrives in its own `start` message, so any server process can take
+the WebSocket whichever process answered the webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import HTTPException, Request, WebSocket
+from loguru import logger
+from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
+from starlette.websockets import WebSocketDisconnect
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from bot.call import CallInfo
+from bot.calls import CallRegistry
+from bot.config import LoadedPipeline
+from bot.pipeline import CallSession
+from bot.settings import ServerSettings
+
+PHONE_SAMPLE_RATE = 8000
+STREAM_PATH = "/twilio/stream"
+STATUS_PATH = "/twilio/status"
+START_TIMEOUT_SECS = 10.0
+MAX_HANDSHAKE_MESSAGES = 10
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _public_base(settings: ServerSettings, request_url: str) -> str:
+    """The public base URL: VOICEBOT_PUBLIC_URL, else (local development) the request's own."""
+    if settings.public_url:
+        return settings.public_url
+    parts = urlsplit(request_url)
+    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+def websocket_url(base: str, path: str) -> str:
+    parts = urlsplit(base)
+    scheme = "wss" if parts.scheme in ("https", "wss") else "ws"
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def _signed_url(settings: ServerSettings, path: str, query: str) -> str:
+    assert settings.public_url is not None
+    return settings.public_url + path + (f"?{query}" if query else "")
+
+
+def check_http_caller(request: Request, settings: ServerSettings, form: dict[str, str]) -> None:
+    """Twilio's signature when a token is configured; otherwise loopback clients only."""
+    client = request.client.host if request.client else None
+    if not settings.twilio_signatures_required:
+        if not is_loopback(client):
+            logger.warning(f"refused {request.url.path} from {client}: no TWILIO_AUTH_TOKEN set")
+            raise HTTPException(403, "Twilio routes serve loopback clients only without a token")
+        return
+    signature = request.headers.get("X-Twilio-Signature", "")
+    url = _signed_url(settings, request.url.path, request.url.query)
+    validator = RequestValidator(settings.twilio_auth_token)
+    if not signature or not validator.validate(url, form, signature):
+        logger.warning(f"refused {request.url.path}: missing or invalid X-Twilio-Signature")
+        raise HTTPException(403, "invalid Twilio signature")
+
+
+def websocket_caller_allowed(websocket: WebSocket, settings: ServerSettings) -> bool:
+    """The same rule for the WebSocket upgrade; Twilio signs wss://HOST/path, no params."""
+    client = websocket.client.host if websocket.client else None
+    if not settings.twilio_signatures_required:
+        return is_loopback(client)
+    signature = websocket.headers.get("X-Twilio-Signature", "")
+    url = websocket_url(settings.public_url or "", websocket.url.path)
+    if websocket.url.query:
+        url += f"?{websocket.url.query}"
+    return bool(signature) and RequestValidator(settings.twilio_auth_token).validate(
+        url, {}, signature
+    )
+
+
+def voice_twiml(settings: ServerSettings, request_url: str, form: dict[str, str]) -> str:
+    """TwiML that connects the call to our Media Streams endpoint."""
+    base = _public_base(settings, request_url)
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=websocket_url(base, STREAM_PATH), status_callback=base + STATUS_PATH)
+    # Only what the stream needs, and no personal data (the caller's number stays out).
+    for name in ("CallSid", "Direction"):
+        if form.get(name):
+            stream.parameter(name=name, value=form[name])
+    response.append(connect)
+    return str(response)
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    custom_parameters: dict[str, Any]
+    encoding: str
+    sample_rate: int
+
+
+class HandshakeError(ValueError):
+    """The stream did not open as Twilio's protocol says it does."""
+
+
+def parse_start(message: dict[str, Any]) -> StreamStart:
+    start = message.get("start")
+    if not isinstance(start, dict):
+        raise HandshakeError("'start' event without a start object")
+    stream_sid = message.get("streamSid") or start.get("streamSid")
+    call_sid = start.get("callSid")
+    if not isinstance(stream_sid, str) or not stream_sid:
+        raise HandshakeError("'start' event without streamSid")
+    if not isinstance(call_sid, str) or not call_sid:
+        raise HandshakeError("'start' event without callSid")
+    media_format = start.get("mediaFormat") or {}
+    encoding = media_format.get("encoding", "audio/x-mulaw")
+    rate = int(media_format.get("sampleRate", PHONE_SAMPLE_RATE))
+    if encoding != "audio/x-mulaw" or rate != PHONE_SAMPLE_RATE:
+        raise HandshakeError(f"unsupported media format {encoding} at {rate} Hz")
+    params = start.get("customParameters") or {}
+    return StreamStart(
+        stream_sid=stream_sid,
+        call_sid=call_sid,
+        account_sid=str(start.get("accountSid") or ""),
+        custom_parameters=params if isinstance(params, dict) else {},
+        encoding=encoding,
+        sample_rate=rate,
+    )
+
+
+async def read_start(websocket: WebSocket) -> StreamStart:
+    """Read `connected` and `start`; anything else first is a protocol error."""
+    for _ in range(MAX_HANDSHAKE_MESSAGES):
+        text = await asyncio.wait_for(websocket.receive_text(), START_TIMEOUT_SECS)
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError:
+            raise HandshakeError("message is not JSON") from None
+        if not isinstance(message, dict):
+            raise HandshakeError("message is not a JSON object")
+        event = message.get("event")
+        if event == "connected":
+            continue
+        if event == "start":
+            return parse_start(message)
+        raise HandshakeError(f"expected 'start', got {event!r}")
+    raise HandshakeError("no 'start' event")
+
+
+def _serializer(start: StreamStart, settings: ServerSettings) -> TwilioFrameSerializer:
+    hang_up = settings.twilio_auth_token is not None and bool(start.account_sid)
+    return TwilioFrameSerializer(
+        stream_sid=start.stream_sid,
+        call_sid=start.call_sid,
+        account_sid=start.account_sid or None,
+        auth_token=settings.twilio_auth_token,
+        base_url=settings.twilio_api_base_url,
+        params=TwilioFrameSerializer.InputParams(
+            twilio_sample_rate=PHONE_SAMPLE_RATE,
+            sample_rate=PHONE_SAMPLE_RATE,
+            auto_hang_up=hang_up,
+        ),
+    )
+
+
+async def serve_media_stream(
+    websocket: WebSocket, settings: ServerSettings, loaded: LoadedPipeline, calls: CallRegistry
+) -> None:
+    """One phone call, from the WebSocket upgrade to hang-up."""
+    if not websocket_caller_allowed(websocket, settings):
+        logger.warning("refused Twilio media stream: signature or origin not accepted")
+        await websocket.close(code=1008)  # before accept(): answered as HTTP 403
+        return
+    await websocket.accept()
+    try:
+        start = await read_start(websocket)
+    except (HandshakeError, TimeoutError, ValueError) as exc:
+        logger.warning(f"Twilio stream refused: {exc}")
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return
+    except WebSocketDisconnect:
+        return
+
+    call = CallInfo(
+        call_id=start.call_sid,
+        transport="twilio",
+        audio_in_sample_rate=PHONE_SAMPLE_RATE,
+        audio_out_sample_rate=PHONE_SAMPLE_RATE,
+        metadata={"stream_sid": start.stream_sid},
+    )
+    with logger.contextualize(call_id=call.call_id):
+        transport = FastAPIWebsocketTransport(
+            websocket=websocket,
+            params=FastAPIWebsocketParams(
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                add_wav_header=False,
+                serializer=_serializer(start, settings),
+            ),
+        )
+        session = CallSession(loaded, call, transport, rtvi=False)
+
+        @transport.event_handler("on_client_disconnected")
+        async def _on_disconnected(_transport: Any, _client: Any) -> None:
+            await session.cancel()
+
+        await session.greet()
+        await calls.run(session)
+
+
+def log_status_callback(form: dict[str, str]) -> None:
+    """Call and stream status callbacks: logged by call, never with the caller's number."""
+    call_sid = form.get("CallSid", "-")
+    status = form.get("CallStatus") or form.get("StreamEvent") or "unknown"
+    detail = form.get("StreamError") or form.get("ErrorCode") or ""
+    with logger.contextualize(call_id=call_sid):
+        logger.info(f"Twilio status callback: {status}{f' ({detail})' if detail else ''}")

@@ -1,0 +1,139 @@
+"""The app edge: self-hosted WebRTC with Pipecat's SmallWebRTC (offer/answer + trickle ICE).
+
+Request and response bodies keep SmallWebRTC's JSON shape, so Pipecat's own client SDKs can
+call `/api/offer` unchanged. Audio comes in at 16 kHz (what Silero, smart-turn and Whisper
+read) and goes out at 24 kHz; the WebRTC stack carries Opus at 48 kHz on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import HTTPException
+from loguru import logger
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.request_handler import (
+    IceCandidate,
+    SmallWebRTCPatchRequest,
+    SmallWebRTCRequest,
+    SmallWebRTCRequestHandler,
+)
+from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+from pydantic import BaseModel, Field
+
+from bot.call import CallInfo, new_call_id
+from bot.calls import CallRegistry
+from bot.config import LoadedPipeline
+from bot.pipeline import CallSession
+
+WEBRTC_IN_SAMPLE_RATE = 16000
+WEBRTC_OUT_SAMPLE_RATE = 24000
+MAX_SDP_BYTES = 64 * 1024
+
+
+class OfferBody(BaseModel):
+    """`POST /api/offer`, as Pipecat's SmallWebRTC clients send it."""
+
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_BYTES)
+    type: Literal["offer"]
+    pc_id: str | None = Field(default=None, max_length=128)
+    restart_pc: bool | None = None
+    request_data: dict[str, Any] | None = None
+
+
+class CandidateBody(BaseModel):
+    candidate: str = Field(max_length=1024)
+    sdp_mid: str | None = Field(default=None, max_length=64)
+    sdp_mline_index: int | None = Field(default=None, ge=0, le=64)
+
+
+class PatchBody(BaseModel):
+    """`PATCH /api/offer`: trickled ICE candidates for an existing peer connection."""
+
+    pc_id: str = Field(min_length=1, max_length=128)
+    candidates: list[CandidateBody] = Field(max_length=64)
+
+
+def _looks_like_sdp(sdp: str) -> bool:
+    return sdp.lstrip().startswith("v=0") and "m=audio" in sdp
+
+
+class WebRTCEdge:
+    """Answers offers and starts one call per new peer connection."""
+
+    def __init__(self, loaded: LoadedPipeline, calls: CallRegistry):
+        self._loaded = loaded
+        self._calls = calls
+        self._handler = SmallWebRTCRequestHandler()
+
+    async def offer(self, body: OfferBody) -> dict[str, str]:
+        if not _looks_like_sdp(body.sdp):
+            raise HTTPException(400, "sdp is not an SDP offer with an audio section")
+        request = SmallWebRTCRequest(
+            sdp=body.sdp,
+            type=body.type,
+            pc_id=body.pc_id,
+            restart_pc=body.restart_pc,
+            request_data=body.request_data,
+        )
+        try:
+            answer = await self._handler.handle_web_request(request, self._start_call)
+        except HTTPException:
+            raise
+        except Exception as exc:
+            logger.warning(f"WebRTC offer refused: {type(exc).__name__}: {exc}")
+            raise HTTPException(400, f"could not answer the offer: {type(exc).__name__}") from None
+        if answer is None:
+            raise HTTPException(500, "no SDP answer was produced")
+        return answer
+
+    async def patch(self, body: PatchBody) -> None:
+        request = SmallWebRTCPatchRequest(
+            pc_id=body.pc_id,
+            candidates=[
+                IceCandidate(
+                    candidate=c.candidate, sdp_mid=c.sdp_mid, sdp_mline_index=c.sdp_mline_index
+                )
+                for c in body.candidates
+            ],
+        )
+        try:
+            await self._handler.handle_patch_request(request)
+        except HTTPException:
+            raise
+        except Exception as exc:
+            logger.warning(f"ICE candidate refused: {type(exc).__name__}: {exc}")
+            raise HTTPException(400, f"invalid ICE candidate: {type(exc).__name__}") from None
+
+    async def close(self) -> None:
+        await self._handler.close()
+
+    async def _start_call(self, connection: SmallWebRTCConnection) -> None:
+        call = CallInfo(
+            call_id=new_call_id(),
+            transport="webrtc",
+            audio_in_sample_rate=WEBRTC_IN_SAMPLE_RATE,
+            audio_out_sample_rate=WEBRTC_OUT_SAMPLE_RATE,
+            metadata={"pc_id": connection.pc_id},
+        )
+        transport = SmallWebRTCTransport(
+            webrtc_connection=connection,
+            params=TransportParams(
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                audio_in_sample_rate=WEBRTC_IN_SAMPLE_RATE,
+                audio_out_sample_rate=WEBRTC_OUT_SAMPLE_RATE,
+            ),
+        )
+        session = CallSession(self._loaded, call, transport, rtvi=True)
+
+        @transport.event_handler("on_client_connected")
+        async def _on_connected(_transport: Any, _client: Any) -> None:
+            await session.greet()
+
+        @transport.event_handler("on_client_disconnected")
+        async def _on_disconnected(_transport: Any, _client: Any) -> None:
+            await session.cancel()
+
+        self._calls.start(session)
