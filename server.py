@@ -72,8 +72,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         form = {key: str(value) for key, value in (await request.form()).items()}
         twilio.check_http_caller(request, runtime.settings, form)
         if not runtime.accepting_calls:
-            reject = '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>'
-            return Response(reject, media_type="application/xml")
+            return Response(twilio.busy_twiml(), media_type="application/xml")
         return Response(
             twilio.voice_twiml(runtime.settings, str(request.url), form),
             media_type="application/xml",

@@ -58,7 +58,7 @@ def smart_turn_session(cpu_count: int = 1) -> onnxruntime.InferenceSession:
 class _SharedSileroModel(SileroOnnxModel):
     """Silero's per-stream state around a shared inference session."""
 
-    def __init__(self, session: onnxruntime.InferenceSession):  # noqa: D107 - no super(): no load
+    def __init__(self, session: onnxruntime.InferenceSession):
         self.session = session
         self.reset_states()
         self.sample_rates = [8000, 16000]

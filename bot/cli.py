@@ -22,6 +22,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from bot.settings import ServerSettings, SettingsError
 
     os.environ["VOICEBOT_PIPELINE"] = str(resolve_pipeline_path(args.pipeline))
+    # Pipecat logs whole LLM contexts (callers' words) unless told not to.
+    os.environ.setdefault("PIPECAT_LOG_LLM_CONTEXT", "off")
     try:
         settings = ServerSettings.from_env()
     except SettingsError as exc:

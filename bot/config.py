@@ -187,7 +187,7 @@ def parse_pipeline(
         (name, name, getattr(config, name)) for name in STAGES
     ]
     stage_items += [
-        ("llm", f"llm.fallback[{index}]", backup) for index, backup in enumerate(config.llm.fallback)
+        ("llm", f"llm.fallback[{i}]", backup) for i, backup in enumerate(config.llm.fallback)
     ]
     for kind, where, stage in stage_items:
         stage_options = stage.options

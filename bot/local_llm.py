@@ -282,7 +282,7 @@ def _generate(model: LlamaModel, generation: _Generation, request: _Request) -> 
                     close = getattr(stream, "close", None)
                     if close is not None:
                         close()
-    except Exception as error:  # noqa: BLE001 - re-raised by the async iterator
+    except Exception as error:  # re-raised by the async iterator
         generation.emit(_Failure(error))
     finally:
         generation.emit(_DONE)

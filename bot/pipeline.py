@@ -42,8 +42,12 @@ def preload(loaded: LoadedPipeline) -> None:
             hook(loaded.options[where])
 
 
-def _build_stage(loaded: LoadedPipeline, kind: str, where: str, provider: str, call: CallInfo) -> Any:
+def _build_stage(
+    loaded: LoadedPipeline, kind: str, where: str, provider: str, call: CallInfo
+) -> Any:
     factory = get_provider(kind, provider).load_factory()
+    if kind == "llm":
+        return factory(loaded.options[where], call, system_instruction=loaded.config.prompt)
     return factory(loaded.options[where], call)
 
 
@@ -73,7 +77,7 @@ class CallSession:
         llm = llms[0] if len(llms) == 1 else LLMSwitcher(llms, ServiceSwitcherStrategyFailover)
         tts = _build_stage(loaded, "tts", "tts", config.tts.provider, call)
 
-        self.context = LLMContext(messages=[{"role": "system", "content": config.prompt}])
+        self.context = LLMContext()
         aggregators = LLMContextAggregatorPair(
             self.context,
             user_params=LLMUserAggregatorParams(

@@ -157,7 +157,8 @@ class RedactionProcessor(FrameProcessor):
         except Exception as exc:  # fail closed whatever the analyzer raised
             logger.error(f"redaction failed ({type(exc).__name__}): utterance withheld")
             return REDACTION_FAILED_NOTICE
-        logger.debug(f"redacted {len(text)} chars in {(time.perf_counter() - started) * 1000:.1f} ms")
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        logger.debug(f"redacted {len(text)} chars in {elapsed_ms:.1f} ms")
         return redacted
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:

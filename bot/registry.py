@@ -2,8 +2,9 @@
 
 Adding a provider is one `Provider(...)` entry here plus its factory function. Factories are
 named by import path and imported on first use, so validating a file loads no provider SDK.
-A factory is called per call as `factory(options, call)`; an optional `preload(options)` runs
-once at start-up to load models shared by every call.
+A factory is called per call as `factory(options, call)` (LLM factories also get the pipeline's
+prompt as `system_instruction=`); an optional `preload(options)` runs once at start-up to load
+models shared by every call.
 """
 
 from __future__ import annotations

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
-# Let `pytest tests/...` import the `bot` package without an installed project.
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
 pytest.importorskip("llama_cpp")
 
-from pipecat.frames.frames import (  # noqa: E402
+from pipecat.frames.frames import (
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
 )
-from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
-from pipecat.tests.utils import SleepFrame, run_test  # noqa: E402
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.tests.utils import SleepFrame, run_test
 
-from bot.local_llm import LlamaChunkStream, LlamaCppLLMService, LlamaModel  # noqa: E402
-from bot.models import ModelAssetError, qwen_gguf_path  # noqa: E402
+from bot.local_llm import LlamaChunkStream, LlamaCppLLMService, LlamaModel
+from bot.models import ModelAssetError, qwen_gguf_path
 
 SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one short sentence."
 # Answered with "1, 2, 3, ..." for hundreds of tokens (many seconds on CPU).
 COUNT_PROMPT = "Count from 1 to 200, writing out every number separated by commas."
+
 
 @pytest.fixture(scope="module")
 def model() -> LlamaModel:
@@ -126,9 +119,7 @@ async def test_generation_does_not_block_event_loop(model: LlamaModel) -> None:
 @pytest.mark.asyncio
 async def test_cancelled_generation_releases_the_model(model: LlamaModel) -> None:
     service = make_service(model, max_tokens=600)
-    long_stream = await service.get_chat_completions(
-        make_context(COUNT_PROMPT)
-    )
+    long_stream = await service.get_chat_completions(make_context(COUNT_PROMPT))
     got_first = asyncio.Event()
 
     async def consume() -> None:

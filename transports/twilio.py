@@ -103,12 +103,21 @@ def voice_twiml(settings: ServerSettings, request_url: str, form: dict[str, str]
     base = _public_base(settings, request_url)
     response = VoiceResponse()
     connect = Connect()
-    stream = connect.stream(url=websocket_url(base, STREAM_PATH), status_callback=base + STATUS_PATH)
+    stream = connect.stream(
+        url=websocket_url(base, STREAM_PATH), status_callback=base + STATUS_PATH
+    )
     # Only what the stream needs, and no personal data (the caller's number stays out).
     for name in ("CallSid", "Direction"):
         if form.get(name):
             stream.parameter(name=name, value=form[name])
     response.append(connect)
+    return str(response)
+
+
+def busy_twiml() -> str:
+    """The answer while the server is starting or draining: Twilio plays a busy signal."""
+    response = VoiceResponse()
+    response.reject(reason="busy")
     return str(response)
 
 

@@ -113,9 +113,9 @@ class BotAudioLog:
             cursor = max(cursor, chunk.start) + chunk.duration
         return np.concatenate(parts).astype(np.int16)
 
-    async def wait_audible(self, after: float, timeout: float) -> AudioChunk | None:
-        """First audible chunk that starts at or after `after`, waiting up to `timeout`."""
-        deadline = time.monotonic() + timeout
+    async def wait_audible(self, after: float, max_wait: float) -> AudioChunk | None:
+        """First audible chunk that starts at or after `after`, waiting up to `max_wait` s."""
+        deadline = time.monotonic() + max_wait
         while True:
             chunk = self.first_audible(after)
             if chunk is not None and chunk.start <= time.monotonic():
@@ -124,9 +124,9 @@ class BotAudioLog:
                 return chunk
             await asyncio.sleep(POLL_SECONDS)
 
-    async def wait_quiet(self, gap: float, timeout: float) -> bool:
+    async def wait_quiet(self, gap: float, max_wait: float) -> bool:
         """Wait until no audible bot audio has played for `gap` seconds; False on timeout."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max_wait
         while True:
             now = time.monotonic()
             last = self.last_audible_end()

@@ -421,10 +421,10 @@ class TwilioCaller:
         return [e for e in self.events if e.event == name and (after is None or e.t >= after)]
 
     async def wait_for_event(
-        self, name: str, after: float | None = None, timeout: float = 5.0
+        self, name: str, after: float | None = None, max_wait: float = 5.0
     ) -> TwilioEvent | None:
         """First `name` event (e.g. "clear") received at or after `after`."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max_wait
         while True:
             found = self.events_named(name, after)
             if found:
@@ -434,15 +434,15 @@ class TwilioCaller:
             await asyncio.sleep(0.01)
 
     async def wait_for_bot_audio(
-        self, after: float | None = None, timeout: float = 10.0
+        self, after: float | None = None, max_wait: float = 10.0
     ) -> AudioChunk | None:
         """First bot audio playing at or after `after` (default: since connect)."""
         since = after if after is not None else (self.connected_at or 0.0)
-        return await self.log.wait_audible(since, timeout)
+        return await self.log.wait_audible(since, max_wait)
 
-    async def wait_for_bot_quiet(self, gap: float = 0.7, timeout: float = 30.0) -> bool:
+    async def wait_for_bot_quiet(self, gap: float = 0.7, max_wait: float = 30.0) -> bool:
         """Until no bot audio has played for `gap` seconds; False on timeout."""
-        return await self.log.wait_quiet(gap, timeout)
+        return await self.log.wait_quiet(gap, max_wait)
 
     @property
     def clears(self) -> int:
@@ -540,7 +540,7 @@ async def run_twilio_call(
 
         flow = await run_call_flow(caller.log, caller.connected_at or 0.0, play, timing)
         result.update(_summary(caller, flow, out_path))
-    except Exception as exc:  # noqa: BLE001 - reported in the result, the CLI prints it
+    except Exception as exc:  # reported in the result: the CLI prints it
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         with contextlib.suppress(Exception):

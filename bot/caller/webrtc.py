@@ -190,13 +190,13 @@ class WebRTCCaller:
         return self.track.play(pcm48k)
 
     async def wait_for_bot_audio(
-        self, after: float | None = None, timeout: float = 10.0
+        self, after: float | None = None, max_wait: float = 10.0
     ) -> AudioChunk | None:
         since = after if after is not None else (self.connected_at or 0.0)
-        return await self.log.wait_audible(since, timeout)
+        return await self.log.wait_audible(since, max_wait)
 
-    async def wait_for_bot_quiet(self, gap: float = 0.7, timeout: float = 30.0) -> bool:
-        return await self.log.wait_quiet(gap, timeout)
+    async def wait_for_bot_quiet(self, gap: float = 0.7, max_wait: float = 30.0) -> bool:
+        return await self.log.wait_quiet(gap, max_wait)
 
     async def close(self) -> None:
         self.track.stop()
@@ -237,10 +237,19 @@ class WebRTCCaller:
             self.log.closed = True
 
     @staticmethod
-    async def _wait_gathering(pc: RTCPeerConnection, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while pc.iceGatheringState != "complete" and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+    async def _wait_gathering(pc: RTCPeerConnection, max_wait: float = 10.0) -> None:
+        """aiortc gathers inside setLocalDescription; this only guards other versions."""
+        if pc.iceGatheringState == "complete":
+            return
+        done = asyncio.Event()
+
+        @pc.on("icegatheringstatechange")
+        def on_gathering() -> None:
+            if pc.iceGatheringState == "complete":
+                done.set()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), max_wait)
 
     async def _post_offer(self, offer: RTCSessionDescription) -> dict[str, Any]:
         body = {
@@ -341,7 +350,7 @@ async def run_webrtc_call(
             result["greeting_first_audio_ms"] = ms(flow.greeting_first - call.connected_at)
         if call.log.closed and flow.reply_first is None:
             result["error"] = "the connection closed before the bot replied"
-    except Exception as exc:  # noqa: BLE001 - reported in the result, the CLI prints it
+    except Exception as exc:  # reported in the result: the CLI prints it
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         with contextlib.suppress(Exception):

@@ -33,7 +33,7 @@ def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:
     )
 
 
-def make_anthropic_llm(options: AnthropicOptions, call: CallInfo) -> Any:
+def make_anthropic_llm(options: AnthropicOptions, call: CallInfo, system_instruction: str) -> Any:
     from anthropic import AsyncAnthropic
     from pipecat.services.anthropic.llm import AnthropicLLMService
 
@@ -42,19 +42,25 @@ def make_anthropic_llm(options: AnthropicOptions, call: CallInfo) -> Any:
         api_key=options.api_key,
         client=client,
         settings=AnthropicLLMService.Settings(
-            model=options.model, max_tokens=options.max_tokens, temperature=options.temperature
+            model=options.model,
+            system_instruction=system_instruction,
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
         ),
     )
 
 
-def make_openai_llm(options: OpenAIOptions, call: CallInfo) -> Any:
+def make_openai_llm(options: OpenAIOptions, call: CallInfo, system_instruction: str) -> Any:
     from pipecat.services.openai.llm import OpenAILLMService
 
     return OpenAILLMService(
         api_key=options.api_key,
         base_url=options.base_url,
         settings=OpenAILLMService.Settings(
-            model=options.model, max_tokens=options.max_tokens, temperature=options.temperature
+            model=options.model,
+            system_instruction=system_instruction,
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
         ),
     )
 

@@ -113,7 +113,7 @@ def preload_llama_cpp(options: LlamaCppOptions) -> None:
     LlamaModel.load_shared(_gguf_path(options), n_ctx=options.n_ctx, n_threads=options.n_threads)
 
 
-def make_llama_cpp_llm(options: LlamaCppOptions, call: CallInfo) -> Any:
+def make_llama_cpp_llm(options: LlamaCppOptions, call: CallInfo, system_instruction: str) -> Any:
     from bot.local_llm import LlamaCppLLMService, LlamaModel
 
     model = LlamaModel.load_shared(
@@ -122,7 +122,9 @@ def make_llama_cpp_llm(options: LlamaCppOptions, call: CallInfo) -> Any:
     return LlamaCppLLMService(
         model=model,
         settings=LlamaCppLLMService.Settings(
-            temperature=options.temperature, max_tokens=options.max_tokens
+            system_instruction=system_instruction,
+            temperature=options.temperature,
+            max_tokens=options.max_tokens,
         ),
     )
 
