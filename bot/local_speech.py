@@ -6,10 +6,14 @@ per call. These subclasses take the process-wide model instead and change nothin
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soxr
 from faster_whisper import WhisperModel
+from pipecat.frames.frames import Frame
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
@@ -51,8 +55,15 @@ def load_whisper(model_dir: Path, compute_type: str, cpu_threads: int) -> Whispe
     )
 
 
+WHISPER_SAMPLE_RATE = 16000
+
+
 class SharedWhisperSTTService(WhisperSTTService):
-    """`WhisperSTTService` over a model loaded once per process."""
+    """`WhisperSTTService` over a model loaded once per process.
+
+    Whisper reads 16 kHz audio. Phone calls run the pipeline at 8 kHz, so each finished segment
+    is resampled once here (a whole segment at a time: no streaming resampler delay).
+    """
 
     def __init__(self, *, model: WhisperModel, beam_size: int = 1, **kwargs: Any):
         self._shared_model = _GreedyWhisper(model, beam_size)
@@ -63,6 +74,19 @@ class SharedWhisperSTTService(WhisperSTTService):
         unsupported = self._unsupported_language()
         if unsupported:
             raise ValueError(unsupported)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        if self.sample_rate and self.sample_rate != WHISPER_SAMPLE_RATE:
+            audio = to_whisper_rate(audio, self.sample_rate)
+        async for frame in super().run_stt(audio):
+            yield frame
+
+
+def to_whisper_rate(audio: bytes, rate: int) -> bytes:
+    """16-bit PCM at `rate` to 16-bit PCM at 16 kHz."""
+    samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32)
+    resampled = soxr.resample(samples, rate, WHISPER_SAMPLE_RATE, quality="HQ")
+    return np.clip(resampled, -32768, 32767).astype(np.int16).tobytes()
 
 
 def load_piper(voice_dir: Path, voice: str) -> PiperVoice:

@@ -370,6 +370,7 @@ async def test_twilio_call_protocol_and_timing(
 @pytest.mark.asyncio
 async def test_twilio_signatures_verify(peer: TwilioPeer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "env-token")
+    monkeypatch.delenv("VOICEBOT_PUBLIC_URL", raising=False)
     validator = RequestValidator("env-token")
     async with TwilioCaller(peer.base_url, energy_threshold=1.0):
         pass
@@ -388,6 +389,14 @@ async def test_twilio_signatures_verify(peer: TwilioPeer, monkeypatch: pytest.Mo
     assert RequestValidator("arg-token").validate("https://pub.test/twilio/voice", form, signature)
     ws_signature = peer.connections[1].headers["X-Twilio-Signature"]
     assert RequestValidator("arg-token").validate(PUBLIC_STREAM_URL, {}, ws_signature)
+
+    # like the server, the caller takes the public URL from VOICEBOT_PUBLIC_URL
+    monkeypatch.setenv("VOICEBOT_PUBLIC_URL", "https://env-public.test/")
+    async with TwilioCaller(peer.base_url):
+        pass
+    form, headers = peer.webhooks[2]
+    signed = "https://env-public.test/twilio/voice"
+    assert validator.validate(signed, form, headers["X-Twilio-Signature"])
 
 
 @pytest.mark.asyncio

@@ -153,13 +153,15 @@ class TwilioCaller:
         energy_threshold: float = 1.0,
         http_timeout: float = 10.0,
     ) -> None:
-        """`public_url`: the base URL the server believes it serves (VOICEBOT_PUBLIC_URL), used
-        only to sign the webhook; by default the URL actually posted is signed.
+        """`public_url`: the base URL the server believes it serves, used only to sign the
+        webhook (the server checks the signature over its public URL); default
+        $VOICEBOT_PUBLIC_URL, else the URL actually posted.
         `energy_threshold`: RMS (int16 units) above which a media chunk counts as bot audio;
         the default counts any media that is not digital silence."""
         self.url = url.rstrip("/")
         token = auth_token if auth_token is not None else os.environ.get("TWILIO_AUTH_TOKEN")
         self.validator = RequestValidator(token) if token else None
+        public_url = public_url or os.environ.get("VOICEBOT_PUBLIC_URL")
         self.public_url = public_url.rstrip("/") if public_url else None
         self.from_number, self.to_number = from_number, to_number
         self.account_sid = account_sid or os.environ.get("TWILIO_ACCOUNT_SID") or new_sid("AC")

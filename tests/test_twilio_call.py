@@ -1,0 +1,106 @@
+"""Phone calls over Twilio's Media Streams protocol, end to end, against the offline stack.
+
+The caller is `voicebot call`'s Twilio client: it posts the voice webhook, follows the TwiML to
+the stream, sends `connected`, `start`, 20 ms μ-law `media` in real time, `dtmf` and `stop`,
+and records what the server sends back. The reply is transcribed with the local STT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.caller.audio import load_wav, resample
+from bot.caller.twilio import TwilioCaller, run_twilio_call
+from tests.conftest import QUESTIONS
+from tests.support.servers import RunningServer
+from tests.support.speech import read_wav, transcribe
+
+pytestmark = pytest.mark.slow
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def assert_is_a_reply(reply: str, question: str) -> None:
+    """Speech that is neither silence nor an echo of the question."""
+    reply_words, question_words = words(reply), words(question)
+    assert len(reply_words) >= 2, f"reply too short: {reply!r}"
+    shared = sum(1 for w in reply_words if w in question_words)
+    assert shared / len(reply_words) < 0.8, f"reply echoes the question: {reply!r}"
+
+
+def pcm8k(path: Path) -> np.ndarray:
+    pcm, rate = load_wav(path)
+    return resample(pcm, rate, 8000)
+
+
+async def test_phone_call_gets_a_spoken_reply(
+    local_server: RunningServer, speech: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "reply.wav"
+    result = await run_twilio_call(speech["sky"], local_server.url, out_path=out)
+    assert result["error"] is None, result
+    assert result["greeting_seconds"] > 0.5, "no greeting was heard"
+    assert result["first_reply_audio_ms"] is not None and result["reply_seconds"] > 0.5, result
+    samples, rate = read_wav(out)
+    assert rate == 8000
+    reply = transcribe(samples, rate)
+    print(f"reply: {reply!r} after {result['first_reply_audio_ms']} ms")
+    assert_is_a_reply(reply, QUESTIONS["sky"])
+    assert "blue" in reply.lower(), reply
+
+
+async def test_barge_in_sends_clear(local_server: RunningServer, speech: dict[str, Path]) -> None:
+    async with TwilioCaller(local_server.url) as caller:
+        assert await caller.wait_for_bot_audio(max_wait=10) is not None, "no greeting"
+        assert await caller.wait_for_bot_quiet(gap=0.7, max_wait=15)
+        asked_at = time.monotonic()
+        await caller.send_pcm(pcm8k(speech["story"]))
+        reply = await caller.wait_for_bot_audio(after=asked_at, max_wait=30)
+        assert reply is not None, "the bot did not answer"
+        await asyncio.sleep(1.0)  # the bot is mid-story
+        assert caller.log.last_audible_end() > time.monotonic(), "story ended too soon to interrupt"
+        interrupted_at = time.monotonic()
+        await caller.send_pcm(pcm8k(speech["stop"]))
+        clear = await caller.wait_for_event("clear", after=interrupted_at, max_wait=5)
+        assert clear is not None, "caller speech during the reply did not produce a clear"
+        assert clear.t - interrupted_at < 3.0
+
+
+async def test_dtmf_and_stop_end_the_call_cleanly(
+    local_server: RunningServer, speech: dict[str, Path]
+) -> None:
+    async with TwilioCaller(local_server.url) as caller:
+        assert await caller.wait_for_bot_audio(max_wait=10) is not None
+        for digit in "12#":
+            await caller.send_dtmf(digit)
+        call_sid = caller.call_sid
+    deadline = time.monotonic() + 10
+    while f"{call_sid} bot.calls: call ended" not in local_server.log():
+        assert time.monotonic() < deadline, local_server.log()[-3000:]
+        await asyncio.sleep(0.1)
+    assert "call ended (error)" not in local_server.log()
+
+
+async def test_two_concurrent_calls_each_get_their_own_answer(
+    local_server: RunningServer, speech: dict[str, Path], tmp_path: Path
+) -> None:
+    outs = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    results = await asyncio.gather(
+        run_twilio_call(speech["sky"], local_server.url, out_path=outs[0], reply_timeout=45),
+        run_twilio_call(speech["week"], local_server.url, out_path=outs[1], reply_timeout=45),
+    )
+    for result in results:
+        assert result["error"] is None, result
+        assert result["reply_seconds"] > 0.5, result
+    replies = [transcribe(*read_wav(path)) for path in outs]
+    print(f"replies: {replies}")
+    assert "blue" in replies[0].lower()
+    assert "seven" in replies[1].lower() or "7" in replies[1]
