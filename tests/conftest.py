@@ -26,7 +26,9 @@ def speech_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def speech(speech_dir: Path) -> dict[str, Path]:
     """The test utterances as WAV files, spoken by the local TTS."""
-    return {name: synthesize_wav(text, speech_dir / f"{name}.wav") for name, text in QUESTIONS.items()}
+    return {
+        name: synthesize_wav(text, speech_dir / f"{name}.wav") for name, text in QUESTIONS.items()
+    }
 
 
 @pytest.fixture(scope="session")

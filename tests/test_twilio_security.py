@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import websockets
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 from twilio.request_validator import RequestValidator
 
 from bot.caller.twilio import TwilioCaller
@@ -117,7 +118,7 @@ async def test_websocket_upgrade_needs_a_valid_signature(signed_server: RunningS
 async def test_bot_hangs_up_through_the_rest_api(
     signed_server: RunningServer, twilio_rest: tuple[BackgroundLoop, FakeTwilioRest]
 ) -> None:
-    loop, fake = twilio_rest
+    _, fake = twilio_rest
     before = len(fake.updates)
     caller = TwilioCaller(
         signed_server.url, auth_token=TOKEN, public_url=PUBLIC, account_sid=ACCOUNT
@@ -150,7 +151,7 @@ def test_without_a_token_only_loopback_clients_are_served() -> None:
     with TestClient(create_app(settings)) as client:
         assert client.post("/twilio/voice", data=FORM).status_code == 403
         assert client.post("/twilio/status", data=FORM).status_code == 403
-        with pytest.raises(Exception), client.websocket_connect("/twilio/stream"):
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect("/twilio/stream"):
             pass
         assert client.get("/healthz").status_code == 200
 
