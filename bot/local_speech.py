@@ -21,6 +21,8 @@ from piper import PiperVoice
 
 from bot.shared import shared
 
+WHISPER_SAMPLE_RATE = 16000
+
 
 class _GreedyWhisper:
     """A WhisperModel whose `transcribe` uses latency-friendly decoding for short turns."""
@@ -55,7 +57,10 @@ def load_whisper(model_dir: Path, compute_type: str, cpu_threads: int) -> Whispe
     )
 
 
-WHISPER_SAMPLE_RATE = 16000
+def warm_up_whisper(model: WhisperModel) -> None:
+    """One transcription of a second of silence: the first one pays CTranslate2's set-up."""
+    segments, _ = model.transcribe(np.zeros(WHISPER_SAMPLE_RATE, dtype=np.float32), beam_size=1)
+    list(segments)
 
 
 class SharedWhisperSTTService(WhisperSTTService):

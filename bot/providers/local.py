@@ -80,9 +80,10 @@ def _whisper_dir(options: WhisperOptions) -> Path:
 
 
 def preload_whisper(options: WhisperOptions) -> None:
-    from bot.local_speech import load_whisper
+    from bot.local_speech import load_whisper, warm_up_whisper
 
-    load_whisper(_whisper_dir(options), options.compute_type, options.cpu_threads)
+    model = load_whisper(_whisper_dir(options), options.compute_type, options.cpu_threads)
+    warm_up_whisper(model)
 
 
 def make_whisper_stt(options: WhisperOptions, call: CallInfo) -> Any:
@@ -110,7 +111,10 @@ def _gguf_path(options: LlamaCppOptions) -> Path:
 def preload_llama_cpp(options: LlamaCppOptions) -> None:
     from bot.local_llm import LlamaModel
 
-    LlamaModel.load_shared(_gguf_path(options), n_ctx=options.n_ctx, n_threads=options.n_threads)
+    model = LlamaModel.load_shared(
+        _gguf_path(options), n_ctx=options.n_ctx, n_threads=options.n_threads
+    )
+    model.warm_up()
 
 
 def make_llama_cpp_llm(options: LlamaCppOptions, call: CallInfo, system_instruction: str) -> Any:
@@ -139,7 +143,9 @@ def _voice_dir(options: PiperOptions) -> Path:
 def preload_piper(options: PiperOptions) -> None:
     from bot.local_speech import load_piper
 
-    load_piper(_voice_dir(options), options.voice)
+    voice = load_piper(_voice_dir(options), options.voice)
+    for _ in voice.synthesize("Hello."):  # first synthesis initialises onnxruntime's kernels
+        pass
 
 
 def make_piper_tts(options: PiperOptions, call: CallInfo) -> Any:

@@ -1,0 +1,83 @@
+"""App calls over WebRTC (Pipecat SmallWebRTC), end to end, with an aiortc client.
+
+aiortc leaves out 127.0.0.1 and ::1 when it gathers ICE candidates, so on a machine whose only
+interface is `lo` an offer carries no candidate and never connects. The fixture below adds
+127.0.0.2 to `lo` (`ip addr add 127.0.0.2/8 dev lo`, needs root, as CI has) when it is missing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.caller.webrtc import run_webrtc_call
+from tests.conftest import QUESTIONS
+from tests.support.servers import RunningServer
+from tests.support.speech import read_wav, transcribe
+from tests.test_twilio_call import assert_is_a_reply
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_candidate_address() -> None:
+    shown = subprocess.run(["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True)
+    if "127.0.0.2/" in shown.stdout:
+        return
+    added = subprocess.run(
+        ["ip", "addr", "add", "127.0.0.2/8", "dev", "lo"], capture_output=True, text=True
+    )
+    if added.returncode != 0:
+        pytest.fail(
+            "WebRTC on loopback needs 127.0.0.2 on lo (aiortc skips 127.0.0.1); "
+            f"`ip addr add 127.0.0.2/8 dev lo` failed: {added.stderr.strip()}"
+        )
+
+
+async def test_webrtc_call_gets_a_spoken_reply(
+    local_server: RunningServer, speech: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "reply.wav"
+    result = await run_webrtc_call(speech["sky"], local_server.url, out_path=out)
+    assert result["error"] is None, result
+    assert result["connected_ms"] is not None and result["connected_ms"] < 3000, result
+    assert result["greeting_seconds"] > 0.5, "no greeting was heard"
+    assert result["reply_seconds"] > 0.5, result
+    samples, rate = read_wav(out)
+    reply = transcribe(samples, rate)
+    print(f"reply: {reply!r} after {result['first_reply_audio_ms']} ms")
+    assert_is_a_reply(reply, QUESTIONS["sky"])
+    assert "blue" in reply.lower(), reply
+
+
+async def _request(method: str, url: str, body: object) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.request(
+        method, url, json=body
+    ) as response:
+        return response.status, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "status"),
+    [
+        ("POST", {"sdp": "hello", "type": "offer"}, 400),
+        ("POST", {"sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\ngarbage", "type": "offer"}, 400),
+        ("POST", {"sdp": "v=0", "type": "answer"}, 422),
+        ("POST", {"type": "offer"}, 422),
+        ("POST", {"sdp": "v=0\r\nm=audio " + "x" * 70000, "type": "offer"}, 422),
+        ("PATCH", {"pc_id": "nope", "candidates": []}, 404),
+        ("PATCH", {"candidates": []}, 422),
+    ],
+)
+async def test_bad_offers_are_refused_and_harm_nothing(
+    local_server: RunningServer, method: str, body: object, status: int
+) -> None:
+    code, text = await _request(method, local_server.url + "/api/offer", body)
+    assert code == status, text
+    async with aiohttp.ClientSession() as session, session.get(
+        local_server.url + "/readyz"
+    ) as response:
+        assert response.status == 200
