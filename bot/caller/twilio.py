@@ -224,6 +224,7 @@ class TwilioCaller:
                 self.ws_url,
                 additional_headers=headers,
                 compression=None,
+                proxy=None,
                 ping_interval=None,
                 open_timeout=self.http_timeout,
                 user_agent_header="Twilio.TmeWs/1.0",
