@@ -59,7 +59,8 @@ def sendto(self: socket.socket, data: bytes, *args: object) -> int:
 
 
 def getaddrinfo(host: object, *args: object, **kwargs: object) -> list:  # type: ignore[type-arg]
-    if isinstance(host, str | bytes) and not _is_local(host.decode() if isinstance(host, bytes) else host):
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and not _is_local(name):
         _record(f"getaddrinfo {host!r}")
         raise socket.gaierror(socket.EAI_NONAME, f"name resolution blocked by test: {host!r}")
     return _getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
