@@ -95,6 +95,12 @@ def _cmd_call(args: argparse.Namespace) -> int:
     return 0 if not result.get("error") else 1
 
 
+def _cmd_bench_latency(args: argparse.Namespace) -> int:
+    from bot.bench import bench_latency
+
+    return asyncio.run(bench_latency(args))
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from bot import models
 
@@ -129,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--out", default=None, help="write the bot's reply audio to this WAV")
     call.set_defaults(func=_cmd_call)
 
+    bench = commands.add_parser("bench", help="measure the server (see BENCHMARKS.md)")
+    bench_kinds = bench.add_subparsers(dest="kind", required=True)
+    latency = bench_kinds.add_parser("latency", help="first-reply latency over repeated calls")
+    target = latency.add_mutually_exclusive_group()
+    target.add_argument("--url", default="http://localhost:7860", help="a running server")
+    target.add_argument("--pipeline", help="start a server with this pipeline file instead")
+    latency.add_argument(
+        "--transport", action="append", choices=("twilio", "webrtc"), default=None
+    )
+    latency.add_argument("--calls", type=int, default=5)
+    latency.add_argument("--wav", help="the caller's utterance (default: synthesised)")
+    latency.add_argument("--json", action="store_true")
+    latency.set_defaults(func=_cmd_bench_latency)
+
     prepare = commands.add_parser("models", help="join and verify the offline models")
     prepare.set_defaults(func=_cmd_models)
     return parser
@@ -136,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "kind", None) == "latency" and not args.transport:
+        args.transport = ["twilio", "webrtc"]
     return int(args.func(args))
 
 

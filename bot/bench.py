@@ -1,0 +1,166 @@
+"""`voicebot bench latency`: repeated calls, first-reply latency as the caller hears it.
+
+Runs sequential calls with `voicebot call`'s clients against a server (a running one with
+`--url`, or one it starts itself with `--pipeline`) and reports median, p95 and max of
+`first_reply_audio_ms` (end of the caller's speech to the first bot audio) and `connected_ms`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+DEFAULT_UTTERANCE = "What color is the sky on a clear day?"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile (no interpolation: every reported value was observed)."""
+    ordered = sorted(values)
+    rank = max(1, round(fraction * len(ordered) + 0.5))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def summarize(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "max": None}
+    return {
+        "n": len(values),
+        "p50": round(statistics.median(values), 1),
+        "p95": round(percentile(values, 0.95), 1),
+        "max": round(max(values), 1),
+    }
+
+
+def synthesize_utterance(text: str, path: Path) -> Path:
+    """Speak `text` with the bundled Piper voice (needs the `piper` extra)."""
+    import wave
+
+    from piper import PiperVoice
+
+    from bot.models import PIPER_VOICE, piper_voice_dir
+
+    voice = PiperVoice.load(piper_voice_dir() / f"{PIPER_VOICE}.onnx")
+    lead = b"\x00\x00" * int(voice.config.sample_rate * 0.3)
+    audio = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(voice.config.sample_rate)
+        out.writeframes(lead + audio + lead)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def spawned_server(pipeline: str, log_path: Path, timeout: float = 120.0) -> Iterator[str]:
+    """`voicebot serve` on a free loopback port, until the block ends."""
+    port = _free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", "--pipeline", pipeline,
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited; see {log_path}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout}s; see {log_path}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=20)
+        if process.poll() is None:
+            process.kill()
+
+
+async def run_latency(
+    url: str, transport: str, calls: int, wav: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from bot.caller import run_call
+
+    results = []
+    for _ in range(calls):
+        results.append(await run_call(wav, url=url, transport=transport))
+    ok = [r for r in results if not r.get("error") and r.get("first_reply_audio_ms") is not None]
+    report = {
+        "transport": transport,
+        "calls": calls,
+        "answered": len(ok),
+        "first_reply_audio_ms": summarize([r["first_reply_audio_ms"] for r in ok]),
+        "connected_ms": summarize(
+            [r["connected_ms"] for r in results if r.get("connected_ms") is not None]
+        ),
+        "errors": [r["error"] for r in results if r.get("error")],
+    }
+    return results, report
+
+
+def machine() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit or None,
+    }
+
+
+async def bench_latency(args: Any) -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        wav = Path(args.wav) if args.wav else synthesize_utterance(
+            DEFAULT_UTTERANCE, Path(scratch) / "utterance.wav"
+        )
+        with contextlib.ExitStack() as stack:
+            url = args.url
+            if args.pipeline:
+                url = stack.enter_context(
+                    spawned_server(args.pipeline, Path(scratch) / "server.log")
+                )
+            reports = []
+            for transport in args.transport:
+                _, report = await run_latency(url, transport, args.calls, wav)
+                reports.append(report)
+    output = {"machine": machine(), "pipeline": args.pipeline, "reports": reports}
+    if args.json:
+        print(json.dumps(output))
+    else:
+        for report in reports:
+            lat, conn = report["first_reply_audio_ms"], report["connected_ms"]
+            print(
+                f"{report['transport']:>7}: first_reply_audio_ms p50 {lat['p50']} "
+                f"p95 {lat['p95']} max {lat['max']} (n={lat['n']}/{report['calls']}); "
+                f"connected_ms p50 {conn['p50']}"
+            )
+            for error in report["errors"]:
+                print(f"         error: {error}")
+    return 0 if all(r["answered"] == r["calls"] for r in reports) else 1
