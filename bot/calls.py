@@ -31,6 +31,7 @@ class CallRegistry:
     def __init__(self) -> None:
         self._sessions: dict[str, CallSession] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -41,6 +42,8 @@ class CallRegistry:
     def start(self, session: CallSession) -> asyncio.Task[None]:
         """Run a call in the background; return its task."""
         task = asyncio.create_task(self.run(session), name=f"call:{session.call.call_id}")
+        self._background.add(task)  # the loop keeps only a weak reference to tasks
+        task.add_done_callback(self._background.discard)
         return task
 
     async def run(self, session: CallSession) -> None:

@@ -74,6 +74,29 @@ async def test_barge_in_sends_clear(local_server: RunningServer, speech: dict[st
         assert clear.t - interrupted_at < 3.0
 
 
+async def test_malformed_frames_mid_call_do_not_end_it(
+    local_server: RunningServer, speech: dict[str, Path]
+) -> None:
+    async with TwilioCaller(local_server.url) as caller:
+        assert await caller.wait_for_bot_audio(max_wait=10) is not None
+        assert await caller.wait_for_bot_quiet(gap=0.7, max_wait=15)
+        for bad in (
+            "not json",
+            "[1, 2, 3]",
+            '{"event": "media", "media": {"payload": "%%% not base64 %%%"}}',
+            '{"event": "media", "media": "oops"}',
+            '{"event": "dtmf", "dtmf": {"digit": "Z"}}',
+            '{"event": "surprise"}',
+            b"\x00\x01binary",
+        ):
+            await caller.send_raw(bad)
+        asked_at = time.monotonic()
+        await caller.send_pcm(pcm8k(speech["week"]))
+        reply = await caller.wait_for_bot_audio(after=asked_at, max_wait=30)
+        assert reply is not None, "the call stopped answering after malformed frames"
+    assert "dropped malformed Twilio frame" in local_server.log()
+
+
 async def test_dtmf_and_stop_end_the_call_cleanly(
     local_server: RunningServer, speech: dict[str, Path]
 ) -> None:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import HTTPException, Request, WebSocket
 from loguru import logger
+from pipecat.frames.frames import Frame
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketParams,
@@ -180,9 +181,31 @@ async def read_start(websocket: WebSocket) -> StreamStart:
     raise HandshakeError("no 'start' event")
 
 
+class GuardedTwilioSerializer(TwilioFrameSerializer):
+    """Twilio's serializer, but one malformed frame is dropped instead of ending the call.
+
+    Pipecat's input transport stops reading the socket at the first exception a frame raises
+    (invalid base64, a JSON array instead of an object, ...); here the frame is logged and
+    skipped, and the call goes on.
+    """
+
+    _bad_frames = 0
+
+    async def deserialize(self, data: str | bytes) -> Frame | None:
+        try:
+            return await super().deserialize(data)
+        except Exception as exc:
+            self._bad_frames += 1
+            if self._bad_frames <= 5 or self._bad_frames % 500 == 0:
+                logger.warning(
+                    f"dropped malformed Twilio frame #{self._bad_frames}: {type(exc).__name__}"
+                )
+            return None
+
+
 def _serializer(start: StreamStart, settings: ServerSettings) -> TwilioFrameSerializer:
     hang_up = settings.twilio_auth_token is not None and bool(start.account_sid)
-    return TwilioFrameSerializer(
+    return GuardedTwilioSerializer(
         stream_sid=start.stream_sid,
         call_sid=start.call_sid,
         account_sid=start.account_sid or None,

@@ -320,6 +320,12 @@ class TwilioCaller:
             "streamSid": self.stream_sid,
         }
 
+    async def send_raw(self, text: str | bytes) -> None:
+        """Send one WebSocket message as is (tests of how the server treats bad frames)."""
+        if self._ws is None:
+            raise TwilioCallError("not connected")
+        await self._ws.send(text)
+
     async def _send_json(self, message: dict[str, Any]) -> None:
         if self._ws is None:
             raise TwilioCallError("not connected")
