@@ -93,6 +93,20 @@ class BotAudioLog:
     def last_audible_end(self) -> float | None:
         return next((c.end for c in reversed(self.chunks) if c.audible), None)
 
+    def underruns(self, since: float, until: float | None = None) -> list[float]:
+        """Silences in playback, in seconds, where a chunk arrived after the previous one had
+        finished playing, between `since` and `until` (arrival times). A bot that streams
+        in real time shows none inside an utterance; a starved event loop shows many."""
+        gaps: list[float] = []
+        played_until: float | None = None
+        for chunk in self.chunks:
+            if chunk.arrival < since or (until is not None and chunk.arrival > until):
+                continue
+            if played_until is not None and chunk.arrival > played_until:
+                gaps.append(chunk.arrival - played_until)
+            played_until = max(played_until or 0.0, chunk.end)
+        return gaps
+
     def span(self, start: float, end: float) -> list[AudioChunk]:
         """Chunks starting in [start, end)."""
         return [c for c in self.chunks if start <= c.start < end]
