@@ -15,6 +15,7 @@ QUESTIONS = {
     "week": "How many days are there in a week?",
     "story": "Please tell me a long story about a brave knight and a friendly dragon.",
     "stop": "Stop. Wait a moment please.",
+    "name": "Hello, my name is John Smith.",
 }
 
 

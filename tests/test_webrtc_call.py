@@ -7,13 +7,16 @@ interface is `lo` an offer carries no candidate and never connects. The fixture 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from bot.caller.webrtc import run_webrtc_call
+from bot.caller.audio import load_wav, resample
+from bot.caller.webrtc import WebRTCCaller, rtvi_messages, run_webrtc_call
 from tests.conftest import QUESTIONS
 from tests.support.servers import RunningServer
 from tests.support.speech import read_wav, transcribe
@@ -53,6 +56,32 @@ async def test_webrtc_call_gets_a_spoken_reply(
     print(f"reply: {reply!r} after {result['first_reply_audio_ms']} ms")
     assert_is_a_reply(reply, QUESTIONS["sky"])
     assert "blue" in reply.lower(), reply
+
+
+async def test_the_client_sees_only_the_redacted_transcript(
+    local_server: RunningServer, speech: dict[str, Path]
+) -> None:
+    caller = WebRTCCaller(local_server.url)
+    try:
+        await caller.connect()
+        assert await caller.wait_for_bot_audio(max_wait=10) is not None, "no greeting"
+        assert await caller.wait_for_bot_quiet(gap=0.7, max_wait=15)
+        pcm, rate = load_wav(speech["name"])
+        caller.play(resample(pcm, rate, 48000))
+        deadline = time.monotonic() + 30
+        while not any("<PERSON>" in text for text in _finals(caller)):
+            assert time.monotonic() < deadline, f"no redacted name arrived: {_finals(caller)}"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # let anything else about this turn arrive
+    finally:
+        await caller.close()
+    everything = "\n".join(text for _, text in caller.messages)
+    assert "Smith" not in everything and "smith" not in everything.lower(), everything
+
+
+def _finals(caller: WebRTCCaller) -> list[str]:
+    messages = rtvi_messages(caller.messages, "user-transcription")
+    return [m["data"]["text"] for m in messages if m["data"].get("final")]
 
 
 async def _request(method: str, url: str, body: object) -> tuple[int, str]:

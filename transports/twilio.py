@@ -245,16 +245,21 @@ async def serve_media_stream(
         metadata={"stream_sid": start.stream_sid},
     )
     with logger.contextualize(call_id=call.call_id):
-        transport = FastAPIWebsocketTransport(
-            websocket=websocket,
-            params=FastAPIWebsocketParams(
-                audio_in_enabled=True,
-                audio_out_enabled=True,
-                add_wav_header=False,
-                serializer=_serializer(start, settings),
-            ),
-        )
-        session = CallSession(loaded, call, transport, rtvi=False)
+        try:
+            transport = FastAPIWebsocketTransport(
+                websocket=websocket,
+                params=FastAPIWebsocketParams(
+                    audio_in_enabled=True,
+                    audio_out_enabled=True,
+                    add_wav_header=False,
+                    serializer=_serializer(start, settings),
+                ),
+            )
+            session = CallSession(loaded, call, transport, rtvi=False)
+        except Exception as exc:
+            logger.exception(f"could not set up the call: {type(exc).__name__}")
+            await websocket.close(code=1011)
+            return
 
         @transport.event_handler("on_client_disconnected")
         async def _on_disconnected(_transport: Any, _client: Any) -> None:

@@ -110,6 +110,14 @@ class WebRTCEdge:
         await self._handler.close()
 
     async def _start_call(self, connection: SmallWebRTCConnection) -> None:
+        try:
+            self._calls.start(self._build_session(connection))
+        except Exception as exc:
+            logger.exception(f"could not set up the call: {type(exc).__name__}")
+            await connection.disconnect()
+            raise
+
+    def _build_session(self, connection: SmallWebRTCConnection) -> CallSession:
         call = CallInfo(
             call_id=new_call_id(),
             transport="webrtc",
@@ -136,4 +144,4 @@ class WebRTCEdge:
         async def _on_disconnected(_transport: Any, _client: Any) -> None:
             await session.cancel()
 
-        self._calls.start(session)
+        return session

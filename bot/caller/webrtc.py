@@ -59,6 +59,27 @@ LOOPBACK_HINT = (
 )
 
 
+RTVI_CLIENT_READY = {
+    "label": "rtvi-ai",
+    "type": "client-ready",
+    "id": "voicebot-call-1",
+    "data": {"version": "1.0.0", "about": {"library": "voicebot-call"}},
+}
+
+
+def rtvi_messages(messages: list[tuple[float, str]], kind: str) -> list[dict[str, Any]]:
+    """The RTVI messages of one `type` among data channel messages received."""
+    found = []
+    for _, text in messages:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("type") == kind:
+            found.append(message)
+    return found
+
+
 class WebRTCCallError(RuntimeError):
     """Signalling or connection failed."""
 
@@ -170,6 +191,8 @@ class WebRTCCaller:
         if self._with_data_channel:
             channel = pc.createDataChannel("chat")
             channel.on("message", self._on_message)
+            # Like Pipecat's client SDKs: announce readiness so the server's RTVI messages flow.
+            channel.on("open", lambda: channel.send(json.dumps(RTVI_CLIENT_READY)))
         await pc.setLocalDescription(await pc.createOffer())
         await self._wait_gathering(pc)
         if "a=candidate" not in pc.localDescription.sdp:
