@@ -151,6 +151,24 @@ class BotAudioLog:
             await asyncio.sleep(POLL_SECONDS)
 
 
+class HearsTheBot:
+    """The waits both callers share; needs `log` (BotAudioLog) and `connected_at`."""
+
+    log: BotAudioLog
+    connected_at: float | None
+
+    async def wait_for_bot_audio(
+        self, after: float | None = None, max_wait: float = 10.0
+    ) -> AudioChunk | None:
+        """First bot audio playing at or after `after` (default: since connect)."""
+        since = after if after is not None else (self.connected_at or 0.0)
+        return await self.log.wait_audible(since, max_wait)
+
+    async def wait_for_bot_quiet(self, gap: float = 0.7, max_wait: float = 30.0) -> bool:
+        """Until no bot audio has played for `gap` seconds; False on timeout."""
+        return await self.log.wait_quiet(gap, max_wait)
+
+
 @dataclass
 class Playback:
     """Audio queued on an `OutgoingAudio`; `sent_at[i]` is when frame i went out."""

@@ -50,6 +50,7 @@ from bot.caller.timeline import (
     BotAudioLog,
     CallTiming,
     FlowResult,
+    HearsTheBot,
     OutgoingAudio,
     flow_summary,
     ms,
@@ -137,7 +138,7 @@ def webhook_params(
     }
 
 
-class TwilioCaller:
+class TwilioCaller(HearsTheBot):
     """One simulated Twilio call against our server. Use `async with` or connect()/stop()."""
 
     def __init__(
@@ -441,17 +442,6 @@ class TwilioCaller:
             if self.log.closed or time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(0.01)
-
-    async def wait_for_bot_audio(
-        self, after: float | None = None, max_wait: float = 10.0
-    ) -> AudioChunk | None:
-        """First bot audio playing at or after `after` (default: since connect)."""
-        since = after if after is not None else (self.connected_at or 0.0)
-        return await self.log.wait_audible(since, max_wait)
-
-    async def wait_for_bot_quiet(self, gap: float = 0.7, max_wait: float = 30.0) -> bool:
-        """Until no bot audio has played for `gap` seconds; False on timeout."""
-        return await self.log.wait_quiet(gap, max_wait)
 
     @property
     def clears(self) -> int:

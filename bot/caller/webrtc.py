@@ -39,9 +39,9 @@ from bot.caller.audio import (
     split_frames,
 )
 from bot.caller.timeline import (
-    AudioChunk,
     BotAudioLog,
     CallTiming,
+    HearsTheBot,
     OutgoingAudio,
     Playback,
     flow_summary,
@@ -140,7 +140,7 @@ def frame_to_mono_int16(frame: av.AudioFrame) -> np.ndarray:
     return np.clip(np.round(samples), -32768, 32767).astype(np.int16)
 
 
-class WebRTCCaller:
+class WebRTCCaller(HearsTheBot):
     """One WebRTC call: offer/answer over HTTP, our mic track out, the bot's audio recorded."""
 
     def __init__(
@@ -211,15 +211,6 @@ class WebRTCCaller:
     def play(self, pcm48k: np.ndarray) -> Playback:
         """Speak mono int16 48 kHz audio; `Playback.sent_at` fills as frames go out."""
         return self.track.play(pcm48k)
-
-    async def wait_for_bot_audio(
-        self, after: float | None = None, max_wait: float = 10.0
-    ) -> AudioChunk | None:
-        since = after if after is not None else (self.connected_at or 0.0)
-        return await self.log.wait_audible(since, max_wait)
-
-    async def wait_for_bot_quiet(self, gap: float = 0.7, max_wait: float = 30.0) -> bool:
-        return await self.log.wait_quiet(gap, max_wait)
 
     async def close(self) -> None:
         self.track.stop()
