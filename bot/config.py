@@ -94,9 +94,23 @@ class StageConfig(BaseModel):
 
 
 class LLMStageConfig(StageConfig):
-    """The LLM stage, with backups tried in order when the primary fails."""
+    """The LLM stage, with backups tried in order when the primary fails.
+
+    A turn whose LLM fails before its first token (429, 5xx, connection error, or no token
+    within `first_token_timeout_secs`) is answered by the next entry of `fallback`; a failed
+    LLM is skipped for `failover_cooldown_secs`. When every LLM fails the bot apologises.
+    """
 
     fallback: list[StageConfig] = Field(default_factory=list)
+    first_token_timeout_secs: float | None = Field(3.0, gt=0, le=120)
+    failover_cooldown_secs: float = Field(30.0, ge=0, le=3600)
+
+
+class TTSStageConfig(StageConfig):
+    """The TTS stage. A response whose first audio takes longer than `stall_timeout_secs` is
+    replaced by a short cached phrase: the caller never waits in silence."""
+
+    stall_timeout_secs: float | None = Field(2.0, gt=0, le=30)
 
 
 class CallPolicy(BaseModel):
@@ -126,7 +140,7 @@ class PipelineConfig(BaseModel):
     stt: StageConfig
     redact: StageConfig
     llm: LLMStageConfig
-    tts: StageConfig
+    tts: TTSStageConfig
 
     @field_validator("prompt")
     @classmethod

@@ -1,8 +1,9 @@
 """The one pipeline builder: a pipeline file plus a transport make one call.
 
-transport in → STT → PII redactor → user aggregator (VAD + end of turn) → LLM → TTS →
-transport out → assistant aggregator. The transport is chosen at the edge (`transports/`); this
-module only sees its input and output processors and the call's audio rates.
+transport in → STT → PII redactor → user aggregator (VAD + end of turn) → LLM (with turn
+failover) → TTS (with a stall guard) → transport out → assistant aggregator. The transport is
+chosen at the edge (`transports/`); this module only sees its input and output processors and
+the call's audio rates.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import EndFrame, TTSSpeakFrame
-from pipecat.pipeline.llm_switcher import LLMSwitcher
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.service_switcher import ServiceSwitcherStrategyFailover
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
@@ -28,7 +27,9 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.call import CallInfo
 from bot.config import STAGES, LoadedPipeline
+from bot.llm_failover import TurnFailoverLLMSwitcher
 from bot.registry import get_provider
+from bot.tts_stall import TTSStallGuard
 
 
 def preload(loaded: LoadedPipeline) -> None:
@@ -74,8 +75,20 @@ class CallSession:
             _build_stage(loaded, "llm", f"llm.fallback[{i}]", backup.provider, call)
             for i, backup in enumerate(config.llm.fallback)
         ]
-        llm = llms[0] if len(llms) == 1 else LLMSwitcher(llms, ServiceSwitcherStrategyFailover)
+        llm = TurnFailoverLLMSwitcher(
+            llms,
+            first_token_timeout_secs=config.llm.first_token_timeout_secs,
+            cooldown_secs=config.llm.failover_cooldown_secs,
+        )
         tts = _build_stage(loaded, "tts", "tts", config.tts.provider, call)
+        tts_stages: list[Any] = [tts]
+        if config.tts.stall_timeout_secs is not None:
+            guard = TTSStallGuard(
+                tts,
+                timeout_secs=config.tts.stall_timeout_secs,
+                sample_rate=call.audio_out_sample_rate,
+            )
+            tts_stages = [guard.input_watch, tts, guard]
 
         self.context = LLMContext()
         aggregators = LLMContextAggregatorPair(
@@ -97,7 +110,7 @@ class CallSession:
                 redactor,
                 user_aggregator,
                 llm,
-                tts,
+                *tts_stages,
                 transport.output(),
                 aggregators.assistant(),
             ]

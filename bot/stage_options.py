@@ -150,6 +150,10 @@ class AnthropicOptions(Options):
     model: str = "claude-haiku-4-5"
     max_tokens: int = Field(200, ge=1, le=8192)
     temperature: float = Field(0.5, ge=0.0, le=1.0)
+    # The SDK's own retries wait and back off while the caller hears nothing: failover to the
+    # next LLM answers the turn sooner, so none by default.
+    max_retries: int = Field(0, ge=0, le=5)
+    timeout_secs: float = Field(20.0, gt=0, le=600)
 
     _url = field_validator("base_url")(_ws_or_http_url)
 
@@ -162,6 +166,8 @@ class OpenAIOptions(Options):
     model: str = "gpt-4o-mini"
     max_tokens: int = Field(200, ge=1, le=8192)
     temperature: float = Field(0.5, ge=0.0, le=2.0)
+    max_retries: int = Field(0, ge=0, le=5)
+    timeout_secs: float = Field(20.0, gt=0, le=600)
 
     _url = field_validator("base_url")(_ws_or_http_url)
 
@@ -186,6 +192,12 @@ class ElevenLabsOptions(Options):
     stability: float | None = Field(None, ge=0.0, le=1.0)
     similarity_boost: float | None = Field(None, ge=0.0, le=1.0)
     speed: float | None = Field(None, ge=0.7, le=1.2)
+    # Latency: auto_mode generates as soon as a whole sentence arrives (Pipecat sends sentences);
+    # text normalisation "off" skips a pass that adds latency on Flash models.
+    auto_mode: bool = True
+    apply_text_normalization: Literal["auto", "on", "off"] = "auto"
+    # False asks ElevenLabs not to retain the text or audio (zero-retention accounts).
+    enable_logging: bool | None = None
 
     _url = field_validator("base_url")(_ws_or_http_url)
 

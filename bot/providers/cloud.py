@@ -9,14 +9,47 @@ from __future__ import annotations
 
 from typing import Any
 
+from loguru import logger
+from prometheus_client import Counter
+
 from bot.call import CallInfo
 from bot.stage_options import AnthropicOptions, DeepgramOptions, ElevenLabsOptions, OpenAIOptions
+
+STT_CONNECTIONS = Counter(
+    "voicebot_stt_connections_total",
+    "Streaming STT connections opened; reconnection=true when a call's socket was re-opened",
+    ["provider", "reconnection"],
+)
+
+
+def _count_deepgram_connections(service: Any, call: CallInfo) -> None:
+    """Count every socket the service opens: its first per call, and each reconnection.
+
+    Pipecat reconnects a dropped Deepgram socket on its own (with backoff); this wraps the SDK's
+    `listen.v1.connect` so each re-open is counted and logged with the call's id.
+    """
+    listen = service._client.listen.v1
+    connect = listen.connect
+    opened = 0
+
+    def counting_connect(*args: Any, **kwargs: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        reconnection = opened > 1
+        STT_CONNECTIONS.labels("deepgram", str(reconnection).lower()).inc()
+        if reconnection:
+            logger.warning(f"Deepgram socket re-opened (connection {opened} of this call)")
+        return connect(*args, **kwargs)
+
+    listen.connect = counting_connect
 
 
 def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:
     from pipecat.services.deepgram.stt import DeepgramSTTService
 
-    return DeepgramSTTService(
+    # The transport hands over PCM at its own rate (8 kHz on phone calls, 16 kHz on WebRTC):
+    # Deepgram is told exactly that, so nothing is resampled on the way.
+    service = DeepgramSTTService(
         api_key=options.api_key,
         base_url=options.base_url,
         encoding="linear16",
@@ -31,13 +64,20 @@ def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:
             profanity_filter=options.profanity_filter,
         ),
     )
+    _count_deepgram_connections(service, call)
+    return service
 
 
 def make_anthropic_llm(options: AnthropicOptions, call: CallInfo, system_instruction: str) -> Any:
     from anthropic import AsyncAnthropic
     from pipecat.services.anthropic.llm import AnthropicLLMService
 
-    client = AsyncAnthropic(api_key=options.api_key, base_url=options.base_url)
+    client = AsyncAnthropic(
+        api_key=options.api_key,
+        base_url=options.base_url,
+        max_retries=options.max_retries,
+        timeout=options.timeout_secs,
+    )
     return AnthropicLLMService(
         api_key=options.api_key,
         client=client,
@@ -53,7 +93,7 @@ def make_anthropic_llm(options: AnthropicOptions, call: CallInfo, system_instruc
 def make_openai_llm(options: OpenAIOptions, call: CallInfo, system_instruction: str) -> Any:
     from pipecat.services.openai.llm import OpenAILLMService
 
-    return OpenAILLMService(
+    service = OpenAILLMService(
         api_key=options.api_key,
         base_url=options.base_url,
         settings=OpenAILLMService.Settings(
@@ -63,6 +103,11 @@ def make_openai_llm(options: OpenAIOptions, call: CallInfo, system_instruction: 
             temperature=options.temperature,
         ),
     )
+    # Pipecat builds the client itself; retries and timeout are set on a copy of it.
+    service._client = service._client.with_options(
+        max_retries=options.max_retries, timeout=options.timeout_secs
+    )
+    return service
 
 
 def make_elevenlabs_tts(options: ElevenLabsOptions, call: CallInfo) -> Any:
@@ -77,11 +122,18 @@ def make_elevenlabs_tts(options: ElevenLabsOptions, call: CallInfo) -> Any:
         }.items()
         if value is not None
     }
+    # The output format follows the transport's rate (pcm_8000 on phone calls, pcm_24000 on
+    # WebRTC), so the audio goes out as it arrives: nothing is resampled.
     return ElevenLabsTTSService(
         api_key=options.api_key,
         url=options.base_url,
         sample_rate=call.audio_out_sample_rate,
+        auto_mode=options.auto_mode,
+        enable_logging=options.enable_logging,
         settings=ElevenLabsTTSService.Settings(
-            voice=options.voice_id, model=options.model, **voice_settings
+            voice=options.voice_id,
+            model=options.model,
+            apply_text_normalization=options.apply_text_normalization,
+            **voice_settings,
         ),
     )
