@@ -172,3 +172,35 @@ def test_settings_keep_the_token_out_of_their_repr() -> None:
     settings = ServerSettings.from_env({"TWILIO_AUTH_TOKEN": TOKEN, "VOICEBOT_PUBLIC_URL": PUBLIC})
     assert TOKEN not in repr(settings)
     assert Path(settings.pipeline_path).name == "local.yaml"
+
+
+@pytest.mark.parametrize("fault", ["http_500", "no_answer"])
+async def test_call_still_ends_when_the_rest_hang_up_fails(
+    signed_server: RunningServer,
+    twilio_rest: tuple[BackgroundLoop, FakeTwilioRest],
+    fault: str,
+) -> None:
+    _, fake = twilio_rest
+    if fault == "http_500":
+        fake.faults.http_status, fake.faults.http_failures = 500, 1
+    else:
+        fake.faults.stall = True
+    before = len(fake.updates)
+    log_start = signed_server.log_path.stat().st_size
+    caller = TwilioCaller(
+        signed_server.url, auth_token=TOKEN, public_url=PUBLIC, account_sid=ACCOUNT
+    )
+    try:
+        async with caller:
+            assert await caller.wait_for_bot_audio(max_wait=10) is not None, "no greeting"
+            # Silence: goodbye, then the REST hang-up fails; the media stream must close anyway.
+            closed = await caller.wait_for_event("closed", max_wait=40)
+            assert closed is not None, "the server never closed the media stream"
+    finally:
+        fake.faults.stall = False
+        fake.faults.http_status = None
+    assert len(fake.updates) > before, "the bot did not try the REST hang-up"
+    log = signed_server.log_path.read_text()[log_start:]
+    expected = "Status 500" if fault == "http_500" else "got no answer"
+    assert expected in log, f"the failed hang-up was not logged:\n{log[-2000:]}"
+    assert TOKEN not in log

@@ -39,6 +39,7 @@ STREAM_PATH = "/twilio/stream"
 STATUS_PATH = "/twilio/status"
 START_TIMEOUT_SECS = 10.0
 MAX_HANDSHAKE_MESSAGES = 10
+HANG_UP_TIMEOUT_SECS = 5.0
 
 
 def is_loopback(host: str | None) -> bool:
@@ -201,6 +202,17 @@ class GuardedTwilioSerializer(TwilioFrameSerializer):
                     f"dropped malformed Twilio frame #{self._bad_frames}: {type(exc).__name__}"
                 )
             return None
+
+    async def _hang_up_call(self) -> None:
+        """Pipecat's REST hang-up (it logs error answers itself), bounded in time: the media
+        stream closes right after it, which ends the call on Twilio's side either way."""
+        try:
+            await asyncio.wait_for(super()._hang_up_call(), HANG_UP_TIMEOUT_SECS)
+        except TimeoutError:
+            logger.error(
+                f"Twilio REST hang-up got no answer in {HANG_UP_TIMEOUT_SECS:.0f} s; "
+                "closing the media stream ends the call"
+            )
 
 
 def _serializer(start: StreamStart, settings: ServerSettings) -> TwilioFrameSerializer:

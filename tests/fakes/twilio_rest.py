@@ -3,6 +3,7 @@
 `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json` with HTTP basic auth
 (AccountSid:AuthToken) and form `Status=completed` answers the call resource JSON, as Twilio does;
 wrong credentials get 401 with Twilio's error body (code 20003), an unknown call 404 (20404).
+`faults` injects a delay, an HTTP error (Twilio's error body, code 20500) or a stall.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.base import Faults, sleep_ms
 
 
 @dataclass
@@ -32,6 +35,7 @@ class FakeTwilioRest:
     auth_token: str
     known_calls: set[str] | None = None  # None: every CallSid exists
     updates: list[CallUpdate] = field(default_factory=list)
+    faults: Faults = field(default_factory=Faults)
     _runner: web.AppRunner | None = None
     url: str = ""
     _event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -74,6 +78,12 @@ class FakeTwilioRest:
         authorized = self._authorized(request, account_sid)
         self.updates.append(CallUpdate(account_sid, call_sid, form, authorized, time.monotonic()))
         self._event.set()
+        while self.faults.stall:  # no answer until the fault is lifted
+            await asyncio.sleep(0.05)
+        await sleep_ms(self.faults.first_byte_ms)
+        failure = self.faults.take_http_failure()
+        if failure is not None:
+            return _error(failure, 20500, "An internal server error has occurred")
         if not authorized:
             return _error(401, 20003, "Authenticate")
         if self.known_calls is not None and call_sid not in self.known_calls:
