@@ -104,6 +104,8 @@ class LLMStageConfig(StageConfig):
     fallback: list[StageConfig] = Field(default_factory=list)
     first_token_timeout_secs: float | None = Field(3.0, gt=0, le=120)
     failover_cooldown_secs: float = Field(30.0, ge=0, le=3600)
+    # The most recent user and assistant messages sent with each turn (the prompt is extra).
+    max_context_messages: int = Field(16, ge=2, le=1000)
 
 
 class TTSStageConfig(StageConfig):

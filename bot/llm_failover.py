@@ -80,7 +80,7 @@ def failure_reason(error: BaseException | None) -> str:
     name = type(error).__name__.lower()
     if "timeout" in name or isinstance(error, TimeoutError):
         return "timeout"
-    if "connection" in name or isinstance(error, ConnectionError | OSError):
+    if "connection" in name or "protocol" in name or isinstance(error, ConnectionError | OSError):
         return "connection"
     return "error"
 

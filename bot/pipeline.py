@@ -27,6 +27,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from bot.call import CallInfo
 from bot.config import STAGES, LoadedPipeline
+from bot.context_window import ContextWindow
 from bot.llm_failover import TurnFailoverLLMSwitcher
 from bot.registry import get_provider
 from bot.tts_stall import TTSStallGuard
@@ -109,6 +110,7 @@ class CallSession:
                 self.stt,
                 redactor,
                 user_aggregator,
+                ContextWindow(config.llm.max_context_messages),
                 llm,
                 *tts_stages,
                 transport.output(),
