@@ -9,47 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from loguru import logger
-from prometheus_client import Counter
-
 from bot.call import CallInfo
 from bot.stage_options import AnthropicOptions, DeepgramOptions, ElevenLabsOptions, OpenAIOptions
-
-STT_CONNECTIONS = Counter(
-    "voicebot_stt_connections_total",
-    "Streaming STT connections opened; reconnection=true when a call's socket was re-opened",
-    ["provider", "reconnection"],
-)
-
-
-def _count_deepgram_connections(service: Any, call: CallInfo) -> None:
-    """Count every socket the service opens: its first per call, and each reconnection.
-
-    Pipecat reconnects a dropped Deepgram socket on its own (with backoff); this wraps the SDK's
-    `listen.v1.connect` so each re-open is counted and logged with the call's id.
-    """
-    listen = service._client.listen.v1
-    connect = listen.connect
-    opened = 0
-
-    def counting_connect(*args: Any, **kwargs: Any) -> Any:
-        nonlocal opened
-        opened += 1
-        reconnection = opened > 1
-        STT_CONNECTIONS.labels("deepgram", str(reconnection).lower()).inc()
-        if reconnection:
-            logger.warning(f"Deepgram socket re-opened (connection {opened} of this call)")
-        return connect(*args, **kwargs)
-
-    listen.connect = counting_connect
 
 
 def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:
     from pipecat.services.deepgram.stt import DeepgramSTTService
 
+    from bot.deepgram_stt import ResilientDeepgramSTTService
+
     # The transport hands over PCM at its own rate (8 kHz on phone calls, 16 kHz on WebRTC):
     # Deepgram is told exactly that, so nothing is resampled on the way.
-    service = DeepgramSTTService(
+    return ResilientDeepgramSTTService(
         api_key=options.api_key,
         base_url=options.base_url,
         encoding="linear16",
@@ -64,8 +35,6 @@ def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:
             profanity_filter=options.profanity_filter,
         ),
     )
-    _count_deepgram_connections(service, call)
-    return service
 
 
 def make_anthropic_llm(options: AnthropicOptions, call: CallInfo, system_instruction: str) -> Any:
