@@ -14,12 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bot.runtime import Runtime
 from bot.settings import ServerSettings
 from transports import twilio
+from transports.daily import DailyEdge
 from transports.webrtc import OfferBody, PatchBody, WebRTCEdge
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     runtime = Runtime(settings or ServerSettings.from_env())
     webrtc = WebRTCEdge(runtime.loaded, runtime.calls)
+    daily = DailyEdge(runtime.settings, runtime.loaded, runtime.calls)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -29,9 +31,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
             await webrtc.close()
+            await daily.close()
 
     app = FastAPI(title="voicebot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
+    app.state.daily = daily
 
     def require_capacity() -> None:
         if not runtime.accepting_calls:
@@ -66,6 +70,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def patch_offer(body: PatchBody) -> dict[str, str]:
         await webrtc.patch(body)
         return {"status": "success"}
+
+    @app.get("/api/daily/available")
+    async def daily_available() -> dict[str, bool]:
+        return {"available": daily.available}
+
+    @app.post("/api/daily/start")
+    async def daily_start() -> dict[str, str]:
+        daily.require_configured()
+        require_capacity()
+        return await daily.start()
 
     @app.post("/twilio/voice")
     async def twilio_voice(request: Request) -> Response:

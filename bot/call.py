@@ -17,7 +17,7 @@ class CallInfo:
     """One call as the stage factories see it. The pipeline never sees the transport itself."""
 
     call_id: str
-    transport: str  # "twilio" | "webrtc"
+    transport: str  # "twilio" | "webrtc" | "daily"
     audio_in_sample_rate: int
     audio_out_sample_rate: int
     metadata: dict[str, Any] = field(default_factory=dict)

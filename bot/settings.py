@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PIPELINE = "pipelines/local.yaml"
+DEFAULT_DAILY_API_URL = "https://api.daily.co/v1"
+DEFAULT_DAILY_ROOM_EXPIRY_SECS = 1200
+DEFAULT_DAILY_API_TIMEOUT_SECS = 10.0
 
 
 class SettingsError(ValueError):
@@ -32,6 +36,10 @@ class ServerSettings:
     twilio_account_sid: str | None
     twilio_api_base_url: str | None
     log_level: str
+    daily_api_key: str | None = field(default=None, repr=False)
+    daily_api_url: str = DEFAULT_DAILY_API_URL
+    daily_room_expiry_secs: int = DEFAULT_DAILY_ROOM_EXPIRY_SECS
+    daily_api_timeout_secs: float = DEFAULT_DAILY_API_TIMEOUT_SECS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
@@ -57,8 +65,43 @@ class ServerSettings:
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
             twilio_api_base_url=(env.get("VOICEBOT_TWILIO_API_URL") or "").rstrip("/") or None,
             log_level=(env.get("VOICEBOT_LOG_LEVEL") or "INFO").upper(),
+            daily_api_key=(env.get("DAILY_API_KEY") or "").strip() or None,
+            daily_api_url=_http_url(
+                "DAILY_API_URL", env.get("DAILY_API_URL") or DEFAULT_DAILY_API_URL
+            ),
+            daily_room_expiry_secs=int(
+                _positive("DAILY_ROOM_EXPIRY_SECS", env, DEFAULT_DAILY_ROOM_EXPIRY_SECS)
+            ),
+            daily_api_timeout_secs=_positive(
+                "DAILY_API_TIMEOUT_SECS", env, DEFAULT_DAILY_API_TIMEOUT_SECS
+            ),
         )
+
+    @property
+    def daily_enabled(self) -> bool:
+        return self.daily_api_key is not None
 
     @property
     def twilio_signatures_required(self) -> bool:
         return self.twilio_auth_token is not None
+
+
+def _http_url(name: str, value: str) -> str:
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name} must be an http(s) URL, got {url!r}")
+    return url
+
+
+def _positive(name: str, env: Mapping[str, str], default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
