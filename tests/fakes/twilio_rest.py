@@ -40,11 +40,15 @@ class FakeTwilioRest:
     url: str = ""
     _event: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
+        """Serve the Calls resource on `app` (to share a port with the other fakes)."""
         app.router.add_post(
             "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", self._update_call
         )
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application()
+        self.add_routes(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
