@@ -187,6 +187,7 @@ class ListenConnection:
     dropped: bool = False
     closed: bool = False
     errors: list[str] = field(default_factory=list)
+    transport: Any = field(default=None, repr=False)
 
     @property
     def finals(self) -> list[dict[str, Any]]:
@@ -359,6 +360,7 @@ class FakeDeepgram:
         await ws.prepare(request)
 
         connection = ListenConnection(request_id=request_id, options=options, auth_scheme=scheme)
+        connection.transport = transport
         self.connections.append(connection)
         self.log.add(**entry, status=101, options=options.as_dict(), connection=connection)
 
@@ -375,6 +377,11 @@ class FakeDeepgram:
                 drop_handle.cancel()
             connection.closed = True
         return ws
+
+    def drop(self, connection: ListenConnection) -> None:
+        """Abort a live socket now, with no close frame (call it on the fake's event loop)."""
+        if connection.transport is not None:
+            self._drop(connection, connection.transport)
 
     def _drop(self, connection: ListenConnection, transport: asyncio.BaseTransport) -> None:
         if connection.closed:
