@@ -6,6 +6,11 @@ but never finalised is lost with it. `ResilientDeepgramSTTService` retries the f
 once, keeps the audio that no final transcript has covered yet (up to `buffer_secs`: the
 utterance in progress plus the gap) and sends it first on the new socket, and counts each
 re-opened socket (a metric, and a warning in the call's log).
+
+It also takes Deepgram's own end of speech (`speech_final: true`, after `endpointing` ms of
+silence) as a final transcript. Pipecat trusts only the answer to its `Finalize` (sent when the
+VAD stops); when Deepgram's endpointing fires first, that answer is empty, and the turn waited
+for Pipecat's STT safety-net timer (about 50 ms more) although the transcript was complete.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import pipecat.services.deepgram.stt as pipecat_deepgram
+from deepgram.listen.v1.types import ListenV1Results
 from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection
@@ -65,6 +71,20 @@ class ResilientDeepgramSTTService(DeepgramSTTService):
             return connect(*c_args, **c_kwargs)
 
         listen.connect = counting_connect
+
+    async def _on_message(self, message: Any) -> None:
+        if (
+            isinstance(message, ListenV1Results)
+            and message.is_final
+            and message.speech_final
+            and message.channel
+            and message.channel.alternatives
+            and message.channel.alternatives[0].transcript
+        ):
+            # Deepgram heard the end of speech: this transcript is final for the utterance.
+            self.request_finalize()
+            self.confirm_finalize()
+        await super()._on_message(message)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
         if self.connections_opened:

@@ -31,6 +31,7 @@ from bot.context_window import ContextWindow
 from bot.llm_failover import TurnFailoverLLMSwitcher
 from bot.registry import get_provider
 from bot.tts_stall import TTSStallGuard
+from bot.turn_latency import TurnLatencyObserver
 
 
 def preload(loaded: LoadedPipeline) -> None:
@@ -130,6 +131,7 @@ class CallSession:
             # must never reach the client, only the redactor's copy.
             rtvi_observer_params=RTVIObserverParams(ignored_sources=[self.stt]) if rtvi else None,
             idle_timeout_secs=None,
+            observers=[TurnLatencyObserver()],
         )
 
     async def greet(self) -> None:

@@ -41,3 +41,21 @@ async def test_utterance_cut_by_a_dropped_socket_is_still_transcribed(
     assert second.opened_at - first.opened_at < 2.5, "the first retry should not back off"
     assert stt.connections_opened == 2
     assert _reconnections() == before + 1
+
+
+async def test_deepgram_end_of_speech_counts_as_a_final_transcript(
+    fake: tuple[FakeDeepgram, str],  # noqa: F811
+    speech: dict[int, np.ndarray],  # noqa: F811
+) -> None:
+    """No Finalize is sent here (no VAD): the transcript comes from Deepgram's endpointing."""
+    provider, url = fake
+    call = CallInfo("call-dg-endpoint", "twilio", 8000, 8000)
+    stt = make_deepgram_stt(DeepgramOptions(api_key=KEY, base_url=url), call)
+    async with pipeline(stt, 8000) as harness:
+        await provider.wait_for(lambda: provider.connections_opened == 1, 5)
+        await harness.speak(speech[8000], speed=2.0)
+        await harness.down.wait_for(TranscriptionFrame, timeout=10)
+    final = provider.connections[0].finals[0]
+    assert final["speech_final"] and not final["from_finalize"]
+    frame = harness.down.of(TranscriptionFrame)[0]
+    assert frame.finalized, "the turn would wait for Pipecat's STT timeout"  # type: ignore[attr-defined]

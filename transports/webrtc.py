@@ -26,6 +26,7 @@ from bot.call import CallInfo, new_call_id
 from bot.calls import CallRegistry
 from bot.config import LoadedPipeline
 from bot.pipeline import CallSession
+from bot.webrtc_jitter import use_server_jitter_buffer
 
 WEBRTC_IN_SAMPLE_RATE = 16000
 WEBRTC_OUT_SAMPLE_RATE = 24000
@@ -66,6 +67,7 @@ class WebRTCEdge:
         self._loaded = loaded
         self._calls = calls
         self._handler = SmallWebRTCRequestHandler()
+        use_server_jitter_buffer()
 
     async def offer(self, body: OfferBody) -> dict[str, str]:
         if not _looks_like_sdp(body.sdp):

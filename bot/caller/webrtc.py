@@ -49,6 +49,7 @@ from bot.caller.timeline import (
     run_call_flow,
     time_of_offset,
 )
+from bot.webrtc_jitter import use_server_jitter_buffer
 
 RATE = 48000
 FRAME_SAMPLES = int(RATE * FRAME_SECONDS)  # 960
@@ -185,6 +186,7 @@ class WebRTCCaller(HearsTheBot):
         config = RTCConfiguration(
             iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
         )
+        use_server_jitter_buffer()  # arrival time of the bot audio, not a playout delay
         pc = self._pc = RTCPeerConnection(config)
         self._install_handlers(pc)
         pc.addTrack(self.track)

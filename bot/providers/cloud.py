@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.call import CallInfo
+from bot.providers.http_clients import pool_limits, shared_client
 from bot.stage_options import AnthropicOptions, DeepgramOptions, ElevenLabsOptions, OpenAIOptions
 
 
@@ -38,14 +39,18 @@ def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:
 
 
 def make_anthropic_llm(options: AnthropicOptions, call: CallInfo, system_instruction: str) -> Any:
-    from anthropic import AsyncAnthropic
+    from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
     from pipecat.services.anthropic.llm import AnthropicLLMService
 
-    client = AsyncAnthropic(
-        api_key=options.api_key,
-        base_url=options.base_url,
-        max_retries=options.max_retries,
-        timeout=options.timeout_secs,
+    client = shared_client(
+        ("anthropic", options.base_url, options.api_key, options.max_retries, options.timeout_secs),
+        lambda: AsyncAnthropic(
+            api_key=options.api_key,
+            base_url=options.base_url,
+            max_retries=options.max_retries,
+            timeout=options.timeout_secs,
+            http_client=DefaultAsyncHttpxClient(limits=pool_limits()),
+        ),
     )
     return AnthropicLLMService(
         api_key=options.api_key,
@@ -60,9 +65,26 @@ def make_anthropic_llm(options: AnthropicOptions, call: CallInfo, system_instruc
 
 
 def make_openai_llm(options: OpenAIOptions, call: CallInfo, system_instruction: str) -> Any:
+    from openai import AsyncOpenAI, DefaultAsyncHttpxClient
     from pipecat.services.openai.llm import OpenAILLMService
 
-    service = OpenAILLMService(
+    class SharedClientOpenAILLMService(OpenAILLMService):
+        """Pipecat's OpenAI service on the process's shared client for this endpoint."""
+
+        def create_client(self, api_key: Any = None, base_url: Any = None, **_: Any) -> Any:
+            key = ("openai", base_url, api_key, options.max_retries, options.timeout_secs)
+            return shared_client(
+                key,
+                lambda: AsyncOpenAI(
+                    api_key=api_key,
+                    base_url=base_url,
+                    max_retries=options.max_retries,
+                    timeout=options.timeout_secs,
+                    http_client=DefaultAsyncHttpxClient(limits=pool_limits()),
+                ),
+            )
+
+    return SharedClientOpenAILLMService(
         api_key=options.api_key,
         base_url=options.base_url,
         settings=OpenAILLMService.Settings(
@@ -72,11 +94,6 @@ def make_openai_llm(options: OpenAIOptions, call: CallInfo, system_instruction: 
             temperature=options.temperature,
         ),
     )
-    # Pipecat builds the client itself; retries and timeout are set on a copy of it.
-    service._client = service._client.with_options(
-        max_retries=options.max_retries, timeout=options.timeout_secs
-    )
-    return service
 
 
 def make_elevenlabs_tts(options: ElevenLabsOptions, call: CallInfo) -> Any:
