@@ -40,7 +40,7 @@ TTS_STALLS = Counter(
 
 STALL_PHRASE = "Sorry, I'm having trouble with my voice. Could you say that again?"
 STALL_PHRASE_WAV = Path(__file__).parent / "assets" / "tts_stall_phrase.wav"
-_SENTENCE_END = re.compile(r"[.!?;:](\s|$)")
+_SENTENCE_END = re.compile(r"[.!?](\s|$)")
 _CHUNK_SECS = 0.1
 
 
