@@ -1,0 +1,1 @@
+"""Personal-data detection: spoken-form normalisation and recognisers for the redactor."""
