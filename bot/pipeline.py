@@ -30,6 +30,7 @@ from bot.config import STAGES, LoadedPipeline
 from bot.context_window import ContextWindow
 from bot.llm_failover import TurnFailoverLLMSwitcher
 from bot.registry import get_provider
+from bot.tracing import tracing_enabled
 from bot.tts_stall import TTSStallGuard
 from bot.turn_latency import TurnLatencyObserver
 
@@ -126,6 +127,7 @@ class CallSession:
                 enable_metrics=True,
             ),
             conversation_id=call.call_id,
+            enable_tracing=tracing_enabled(),
             enable_rtvi=rtvi,
             # The RTVI observer reports a frame on its first push: the STT's raw transcript
             # must never reach the client, only the redactor's copy.

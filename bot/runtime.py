@@ -42,6 +42,11 @@ class Runtime:
     async def start(self) -> None:
         """Load models in a worker thread; the server answers /healthz meanwhile."""
         self.announce()
+        if self.settings.trace_file:
+            from bot.tracing import JsonLinesSpanExporter, setup_tracing
+
+            setup_tracing(JsonLinesSpanExporter(self.settings.trace_file))
+            logger.info("traces (scrubbed of conversation text) go to VOICEBOT_TRACE_FILE")
         self._preload_task = asyncio.create_task(self._preload())
 
     async def _preload(self) -> None:
@@ -69,3 +74,6 @@ class Runtime:
         await self.calls.end_all(DRAIN_GRACE_SECS)
         if self._preload_task is not None and not self._preload_task.done():
             self._preload_task.cancel()
+        from bot.tracing import shutdown_tracing
+
+        shutdown_tracing()

@@ -36,6 +36,7 @@ class ServerSettings:
     twilio_account_sid: str | None
     twilio_api_base_url: str | None
     log_level: str
+    trace_file: str | None = None
     daily_api_key: str | None = field(default=None, repr=False)
     daily_api_url: str = DEFAULT_DAILY_API_URL
     daily_room_expiry_secs: int = DEFAULT_DAILY_ROOM_EXPIRY_SECS
@@ -65,6 +66,7 @@ class ServerSettings:
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
             twilio_api_base_url=(env.get("VOICEBOT_TWILIO_API_URL") or "").rstrip("/") or None,
             log_level=(env.get("VOICEBOT_LOG_LEVEL") or "INFO").upper(),
+            trace_file=env.get("VOICEBOT_TRACE_FILE") or None,
             daily_api_key=(env.get("DAILY_API_KEY") or "").strip() or None,
             daily_api_url=_http_url(
                 "DAILY_API_URL", env.get("DAILY_API_URL") or DEFAULT_DAILY_API_URL

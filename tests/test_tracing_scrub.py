@@ -44,3 +44,24 @@ def test_what_counts_as_text() -> None:
     for key in ("gen_ai.usage.output_tokens", "transcript.is_input", "metrics.ttfb",
                 "gen_ai.request.model", "conversation.id", "voice_id", "is_final"):
         assert not is_text_attribute(key), key
+
+
+def test_trace_file_gets_one_scrubbed_json_span_a_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from bot.tracing import JsonLinesSpanExporter
+
+    path = tmp_path / "spans.jsonl"
+    provider = TracerProvider()
+    provider.add_span_processor(
+        SimpleSpanProcessor(ScrubbingSpanExporter(JsonLinesSpanExporter(path)))
+    )
+    tracer = provider.get_tracer("test")
+    for number in range(2):
+        with tracer.start_as_current_span(f"turn-{number}") as span:
+            span.set_attribute("transcript", SECRET)
+            span.set_attribute("conversation.id", "call-7")
+    spans = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [s["name"] for s in spans] == ["turn-0", "turn-1"]
+    assert all(s["attributes"]["conversation.id"] == "call-7" for s in spans)
+    assert "6789" not in path.read_text()
