@@ -1,9 +1,17 @@
 """PII redaction between speech-to-text and the LLM, on Presidio configured fully offline.
 
-The redactor replaces every transcription with a new frame carrying the redacted text (the
-STT's frame is dropped, never edited in place, and its raw `result` payload is not copied).
-It fails closed: an analyzer error or a redaction slower than the budget replaces the utterance
-with a neutral notice instead of letting the raw text through.
+Each transcript is first put in written form (`bot.pii.normalize`: "one two three" → "123",
+"john dot smith at gmail dot com" → "john.smith@gmail.com") with a map back to what the caller
+said; our recognisers (`bot.pii.recognizers`) run on the written form, and each finding is
+mapped back so the redaction covers the spoken words. Replacement is a typed tag (`<US_SSN>`)
+or a per-call placeholder (`[PERSON_1]`, the same one each time the value is said) whose value
+stays in the call's vault, never in the LLM's context.
+
+The processor replaces every transcription with a new frame carrying the redacted text (the
+STT's frame is dropped, never edited in place, and its raw `result` payload is not copied). A
+number the caller spreads over two STT finals is caught by analysing the new final together
+with the end of the previous one (a short per-call window). It fails closed: an analyzer error
+or a redaction slower than the budget replaces the utterance with a neutral notice.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import asyncio
 import concurrent.futures
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 from pipecat.frames.frames import Frame, InterimTranscriptionFrame, TranscriptionFrame
@@ -20,6 +28,8 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.call import CallInfo
 from bot.config import LoadedPipeline
+from bot.pii.normalize import normalize
+from bot.pii.vault import PiiVault
 from bot.shared import shared
 from bot.stage_options import PresidioOptions
 
@@ -29,12 +39,11 @@ REDACTION_FAILED_NOTICE = "[the caller said something that could not be checked 
 # redaction takes a few milliseconds.
 _EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="redact")
 
+# What the caller said in the last few finals, kept for the next one (a number read out in
+# pauses arrives in pieces, one final each).
+_WINDOW_CHARS = 160
 
-@dataclass(frozen=True)
-class PresidioEngines:
-    analyzer: Any
-    anonymizer: Any
-    language: str
+Style = Literal["tag", "placeholder"]
 
 
 def _disable_tldextract_fetch() -> None:
@@ -44,37 +53,26 @@ def _disable_tldextract_fetch() -> None:
     tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=())
 
 
-def load_presidio(spacy_model: str, language: str) -> PresidioEngines:
-    """Analyzer + anonymizer with a spaCy model installed as a package (no downloader)."""
+def load_analyzer(spacy_model: str, language: str) -> Any:
+    """Presidio's analyzer with our recognisers, loaded once per process (no downloader)."""
 
-    def load() -> PresidioEngines:
+    def load() -> Any:
         _disable_tldextract_fetch()
-        from presidio_analyzer import AnalyzerEngine
-        from presidio_analyzer.nlp_engine import NlpEngineProvider
-        from presidio_anonymizer import AnonymizerEngine
+        from bot.pii.recognizers import build_analyzer
 
-        provider = NlpEngineProvider(
-            nlp_configuration={
-                "nlp_engine_name": "spacy",
-                "models": [{"lang_code": language, "model_name": spacy_model}],
-            }
-        )
-        analyzer = AnalyzerEngine(
-            nlp_engine=provider.create_engine(), supported_languages=[language]
-        )
-        return PresidioEngines(analyzer=analyzer, anonymizer=AnonymizerEngine(), language=language)
+        return build_analyzer(spacy_model, language)
 
-    return shared(("presidio", spacy_model, language), load)
+    return shared(("pii-analyzer", spacy_model, language), load)
 
 
 def preload_presidio(options: PresidioOptions) -> None:
-    engines = load_presidio(options.spacy_model, options.language)
-    supported = set(engines.analyzer.get_supported_entities(options.language))
+    analyzer = load_analyzer(options.spacy_model, options.language)
+    supported = set(analyzer.get_supported_entities(options.language))
     unknown = sorted(set(options.entities) - supported)
     if unknown:
-        raise ValueError(f"redact.entities: unknown entity types {unknown}")
+        raise ValueError(f"redact.entities: no recogniser for {unknown}")
     # The first analysis initialises spaCy's pipeline: pay for it now, not on a caller's turn.
-    PresidioRedactor(engines, options.entities, options.score_threshold).redact("warm up")
+    TextRedactor(analyzer, options).analyze("warm up: my name is john and my number is 1")
 
 
 @dataclass(frozen=True)
@@ -92,37 +90,64 @@ class RedactionResult:
     findings: list[Finding]
 
 
-class PresidioRedactor:
-    """Synchronous text redaction with typed tags (`<US_SSN>`)."""
+class TextRedactor:
+    """Synchronous redaction of one utterance (thread-confined: run it on one thread)."""
 
-    def __init__(self, engines: PresidioEngines, entities: list[str], score_threshold: float):
-        from presidio_anonymizer.entities import OperatorConfig
+    def __init__(
+        self,
+        analyzer: Any,
+        options: PresidioOptions,
+        *,
+        vault: PiiVault | None = None,
+    ):
+        self._analyzer = analyzer
+        self._language = options.language
+        self._entities = list(options.entities)
+        self._threshold = options.score_threshold
+        self._style: Style = options.style
+        self.vault = vault if vault is not None else PiiVault()
 
-        self._engines = engines
-        self._entities = entities
-        self._threshold = score_threshold
-        self._operators = {
-            entity: OperatorConfig("replace", {"new_value": f"<{entity}>"}) for entity in entities
-        }
-
-    def analyze(self, text: str) -> RedactionResult:
-        results = self._engines.analyzer.analyze(
-            text=text,
-            language=self._engines.language,
+    def find(self, text: str, before: str = "") -> list[Finding]:
+        """Findings in `text`, in its own offsets. `before` is what the caller said just before
+        (the end of the previous final): analysed together, so a number that continues from
+        there is recognised; only the parts inside `text` are returned."""
+        joined = f"{before} {text}" if before else text
+        offset = len(before) + 1 if before else 0
+        norm = normalize(joined)
+        results = self._analyzer.analyze(
+            text=norm.text,
+            language=self._language,
             entities=self._entities,
             score_threshold=self._threshold,
         )
-        results = _without_overlaps(results)
-        if not results:
-            return RedactionResult(text, [])
-        anonymized = self._engines.anonymizer.anonymize(
-            text=text, analyzer_results=results, operators=self._operators
-        )
-        findings = [Finding(r.entity_type, r.start, r.end) for r in results]
-        return RedactionResult(anonymized.text, findings)
+        spans: list[Finding] = []
+        for result in _without_overlaps(results):
+            start, end = norm.to_original(result.start, result.end)
+            start, end = max(start - offset, 0), min(end - offset, len(text))
+            if end > start:
+                spans.append(Finding(result.entity_type, start, end))
+        return _merge(spans)
 
-    def redact(self, text: str) -> str:
-        return self.analyze(text).text
+    def analyze(self, text: str, before: str = "") -> RedactionResult:
+        findings = self.find(text, before)
+        if not findings:
+            return RedactionResult(text, [])
+        parts: list[str] = []
+        cursor = 0
+        for finding in findings:
+            parts.append(text[cursor : finding.start])
+            parts.append(self._replacement(finding, text[finding.start : finding.end]))
+            cursor = finding.end
+        parts.append(text[cursor:])
+        return RedactionResult("".join(parts), findings)
+
+    def redact(self, text: str, before: str = "") -> str:
+        return self.analyze(text, before).text
+
+    def _replacement(self, finding: Finding, value: str) -> str:
+        if self._style == "placeholder":
+            return self.vault.placeholder(finding.type, value)
+        return f"<{finding.type}>"
 
 
 def _without_overlaps(results: list[Any]) -> list[Any]:
@@ -135,21 +160,52 @@ def _without_overlaps(results: list[Any]) -> list[Any]:
     return sorted(kept, key=lambda r: r.start)
 
 
+def _merge(spans: list[Finding]) -> list[Finding]:
+    """Spans mapped back to the spoken text can touch or overlap: join them."""
+    merged: list[Finding] = []
+    for span in sorted(spans, key=lambda s: s.start):
+        if merged and span.start <= merged[-1].end:
+            last = merged[-1]
+            merged[-1] = Finding(last.type, last.start, max(last.end, span.end))
+        else:
+            merged.append(span)
+    return merged
+
+
 class RedactionProcessor(FrameProcessor):
     """Replaces each (interim) transcription with a redacted copy; fails closed."""
 
-    def __init__(self, redactor: PresidioRedactor, timeout_secs: float, call_id: str = ""):
+    def __init__(
+        self,
+        redactor: TextRedactor,
+        timeout_secs: float,
+        *,
+        window_secs: float = 10.0,
+        interim: Literal["redact", "drop"] = "redact",
+    ):
         super().__init__(name="PIIRedactor")
         self._redactor = redactor
         self._timeout = timeout_secs
-        self._call_id = call_id
+        self._window_secs = window_secs
+        self._interim = interim
+        self._recent: list[tuple[float, str]] = []  # (when, final text) within the window
 
-    async def _redact(self, text: str) -> str:
+    @property
+    def vault(self) -> PiiVault:
+        return self._redactor.vault
+
+    def _before(self) -> str:
+        now = time.monotonic()
+        self._recent = [(at, text) for at, text in self._recent if now - at <= self._window_secs]
+        return " ".join(text for _, text in self._recent)[-_WINDOW_CHARS:]
+
+    async def _redact(self, text: str, before: str) -> str:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
             redacted = await asyncio.wait_for(
-                loop.run_in_executor(_EXECUTOR, self._redactor.redact, text), self._timeout
+                loop.run_in_executor(_EXECUTOR, self._redactor.redact, text, before),
+                self._timeout,
             )
         except TimeoutError:
             logger.warning(f"redaction exceeded {self._timeout * 1000:.0f} ms: utterance withheld")
@@ -163,41 +219,52 @@ class RedactionProcessor(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if direction == FrameDirection.DOWNSTREAM and isinstance(
+        if direction != FrameDirection.DOWNSTREAM or not isinstance(
             frame, (TranscriptionFrame, InterimTranscriptionFrame)
         ):
-            redacted = await self._redact(frame.text)
-            clean: Frame
-            if isinstance(frame, TranscriptionFrame):
-                clean = TranscriptionFrame(
-                    text=redacted,
-                    user_id=frame.user_id,
-                    timestamp=frame.timestamp,
-                    language=frame.language,
-                    finalized=frame.finalized,
-                )
-            else:
-                clean = InterimTranscriptionFrame(
-                    text=redacted,
-                    user_id=frame.user_id,
-                    timestamp=frame.timestamp,
-                    language=frame.language,
-                )
-            await self.push_frame(clean, direction)
+            await self.push_frame(frame, direction)
             return
-        await self.push_frame(frame, direction)
+        if isinstance(frame, InterimTranscriptionFrame):
+            if self._interim == "drop":
+                return
+            redacted = await self._redact(frame.text, self._before())
+            await self.push_frame(
+                InterimTranscriptionFrame(
+                    text=redacted,
+                    user_id=frame.user_id,
+                    timestamp=frame.timestamp,
+                    language=frame.language,
+                ),
+                direction,
+            )
+            return
+        redacted = await self._redact(frame.text, self._before())
+        self._recent.append((time.monotonic(), frame.text))
+        await self.push_frame(
+            TranscriptionFrame(
+                text=redacted,
+                user_id=frame.user_id,
+                timestamp=frame.timestamp,
+                language=frame.language,
+                finalized=frame.finalized,
+            ),
+            direction,
+        )
 
 
-def build_text_redactor(loaded: LoadedPipeline) -> PresidioRedactor:
+def build_text_redactor(loaded: LoadedPipeline) -> TextRedactor:
     """The redactor a pipeline file configures, for use outside a call (`voicebot redact`)."""
     options = loaded.options["redact"]
     assert isinstance(options, PresidioOptions)
     preload_presidio(options)
-    engines = load_presidio(options.spacy_model, options.language)
-    return PresidioRedactor(engines, options.entities, options.score_threshold)
+    return TextRedactor(load_analyzer(options.spacy_model, options.language), options)
 
 
 def make_presidio_redactor(options: PresidioOptions, call: CallInfo) -> RedactionProcessor:
-    engines = load_presidio(options.spacy_model, options.language)
-    redactor = PresidioRedactor(engines, options.entities, options.score_threshold)
-    return RedactionProcessor(redactor, options.timeout_ms / 1000, call_id=call.call_id)
+    analyzer = load_analyzer(options.spacy_model, options.language)
+    return RedactionProcessor(
+        TextRedactor(analyzer, options),
+        options.timeout_ms / 1000,
+        window_secs=options.cross_final_window_secs,
+        interim=options.interim,
+    )

