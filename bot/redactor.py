@@ -53,20 +53,20 @@ def _disable_tldextract_fetch() -> None:
     tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=())
 
 
-def load_analyzer(spacy_model: str, language: str) -> Any:
+def load_analyzer(spacy_model: str, language: str, ner: bool = False) -> Any:
     """Presidio's analyzer with our recognisers, loaded once per process (no downloader)."""
 
     def load() -> Any:
         _disable_tldextract_fetch()
         from bot.pii.recognizers import build_analyzer
 
-        return build_analyzer(spacy_model, language)
+        return build_analyzer(spacy_model, language, use_ner=ner)
 
-    return shared(("pii-analyzer", spacy_model, language), load)
+    return shared(("pii-analyzer", spacy_model, language, ner), load)
 
 
 def preload_presidio(options: PresidioOptions) -> None:
-    analyzer = load_analyzer(options.spacy_model, options.language)
+    analyzer = load_analyzer(options.spacy_model, options.language, options.ner)
     supported = set(analyzer.get_supported_entities(options.language))
     unknown = sorted(set(options.entities) - supported)
     if unknown:
@@ -257,11 +257,11 @@ def build_text_redactor(loaded: LoadedPipeline) -> TextRedactor:
     options = loaded.options["redact"]
     assert isinstance(options, PresidioOptions)
     preload_presidio(options)
-    return TextRedactor(load_analyzer(options.spacy_model, options.language), options)
+    return TextRedactor(load_analyzer(options.spacy_model, options.language, options.ner), options)
 
 
 def make_presidio_redactor(options: PresidioOptions, call: CallInfo) -> RedactionProcessor:
-    analyzer = load_analyzer(options.spacy_model, options.language)
+    analyzer = load_analyzer(options.spacy_model, options.language, options.ner)
     return RedactionProcessor(
         TextRedactor(analyzer, options),
         options.timeout_ms / 1000,

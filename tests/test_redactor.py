@@ -156,3 +156,10 @@ async def test_a_card_read_out_in_pauses_is_redacted_piece_by_piece() -> None:
     texts = [f.text for f in down if isinstance(f, TranscriptionFrame)]
     assert len(texts) == len(pieces)
     assert not any(re.search(r"\d", text) for text in texts), texts
+
+
+def test_spacy_ner_can_be_switched_on_for_names_no_list_knows() -> None:
+    opts = PresidioOptions(ner=True)
+    ner = TextRedactor(load_analyzer(opts.spacy_model, opts.language, ner=True), opts)
+    text = "Yesterday I spoke with Priya Xu about the refund."
+    assert "Priya" not in ner.redact(text) and "<PERSON>" in ner.redact(text)
