@@ -12,22 +12,24 @@ TEXT_FORMAT = (
 )
 
 
-# Log lines in which a library writes what the caller said, before redaction. They never reach
-# a sink, whatever the level.
-_RAW_TRANSCRIPT_LINES = (
+# Log lines in which a library writes conversation text: what the caller said (before
+# redaction) or what the bot is about to say. They never reach a sink, whatever the level.
+_CONVERSATION_TEXT_LINES = (
     ("pipecat.services.whisper", "Transcription:"),
+    ("pipecat.services", "Generating TTS ["),
+    ("pipecat.services", "TTS request:"),
 )
 
 
 def keeps_personal_data_out(record: dict) -> bool:  # type: ignore[type-arg]
-    """loguru filter: False for records that would carry a raw transcript."""
+    """loguru filter: False for records that would carry conversation text."""
     name = record["name"] or ""
     message = record["message"]
     if record["level"].name == "TRACE" and name.startswith("pipecat."):
         return False
     return not any(
-        name.startswith(module) and message.startswith(prefix)
-        for module, prefix in _RAW_TRANSCRIPT_LINES
+        name.startswith(module) and marker in message
+        for module, marker in _CONVERSATION_TEXT_LINES
     )
 
 
