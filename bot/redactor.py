@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +45,17 @@ _EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_pre
 _WINDOW_CHARS = 160
 
 Style = Literal["tag", "placeholder"]
+
+# A number the caller is reading out: digits, number words, fillers and the pauses between.
+# A finding is widened over any of it that touches the finding, so a number covered only in
+# part (a restart, a pause the recogniser did not bridge) is never left half-said.
+_NUMBER_TOKEN = (
+    r"(?:\d+|zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+    r"thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|"
+    r"fifty|sixty|seventy|eighty|ninety|hundred|thousand|double|triple|um+|uh+|er|hmm)"
+)
+_NUMBER_AFTER = re.compile(rf"(?:[\s,.;:/-]*{_NUMBER_TOKEN}\b)+", re.IGNORECASE)
+_NUMBER_BEFORE = re.compile(rf"(?:\b{_NUMBER_TOKEN}[\s,.;:/-]*)+$", re.IGNORECASE)
 
 
 def _disable_tldextract_fetch() -> None:
@@ -125,7 +137,7 @@ class TextRedactor:
             start, end = norm.to_original(result.start, result.end)
             start, end = max(start - offset, 0), min(end - offset, len(text))
             if end > start:
-                spans.append(Finding(result.entity_type, start, end))
+                spans.append(_widened(text, Finding(result.entity_type, start, end)))
         return _merge(spans)
 
     def analyze(self, text: str, before: str = "") -> RedactionResult:
@@ -158,6 +170,28 @@ def _without_overlaps(results: list[Any]) -> list[Any]:
         if all(result.end <= k.start or result.start >= k.end for k in kept):
             kept.append(result)
     return sorted(kept, key=lambda r: r.start)
+
+
+_NUMERIC_TYPES = frozenset(
+    {
+        "US_SSN", "CREDIT_CARD", "PHONE_NUMBER", "US_BANK_NUMBER", "ABA_ROUTING_NUMBER",
+        "MEDICAL_RECORD_NUMBER", "DATE_OF_BIRTH",
+    }
+)
+
+
+def _widened(text: str, finding: Finding) -> Finding:
+    """A number finding stretched over the rest of the number it touches."""
+    if finding.type not in _NUMERIC_TYPES:
+        return finding
+    start, end = finding.start, finding.end
+    after = _NUMBER_AFTER.match(text, end)
+    if after:
+        end = after.end()
+    before = _NUMBER_BEFORE.search(text[:start])
+    if before:
+        start = before.start()
+    return Finding(finding.type, start, end)
 
 
 def _merge(spans: list[Finding]) -> list[Finding]:

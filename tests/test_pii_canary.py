@@ -36,13 +36,16 @@ SSN, CARD = "536228147", "4539148803436467"
 NUMBER_WORDS = r"(zero|oh|one|two|three|four|five|six|seven|eight|nine)"
 
 
-def leaks(text: str) -> list[str]:
-    """Every trace of the three secrets in `text`, whatever form the STT gave them."""
+def leaks(text: str, last_four: bool = True) -> list[str]:
+    """Every trace of the three secrets in `text`, whatever form the STT gave them. The last
+    four digits alone are only searched in conversation text (ids and clocks in logs and spans
+    can hold any four digits)."""
     found = []
     for number in (SSN, CARD):
         pattern = r"\D{0,3}".join(number)  # 536-22-8147, 5 3 6 2 2..., 536228147
         found += re.findall(pattern, text)
-        found += re.findall(number[-4:], text)
+        if last_four:
+            found += re.findall(rf"(?<!\d){number[-4:]}(?!\d)", text)
     run = rf"\b{NUMBER_WORDS}[\s,.-]+{NUMBER_WORDS}[\s,.-]+{NUMBER_WORDS}\b"
     found += re.findall(run, text, re.I)
     found += re.findall(r"march\W+(3|third)|nineteen eighty|\b1980\b|03/03|3/3/", text, re.I)
@@ -92,7 +95,7 @@ async def test_secrets_said_on_a_call_leak_nowhere(
             await caller.wait_for_bot_quiet(gap=1.0, max_wait=30)
         finally:
             await caller.close()
-        client_messages = json.dumps(caller.messages)
+        client_messages = "\n".join(text for _, text in caller.messages)
         async with aiohttp.ClientSession() as session, session.get(f"{server.url}/metrics") as r:
             metrics = await r.text()
     finally:
@@ -101,14 +104,31 @@ async def test_secrets_said_on_a_call_leak_nowhere(
     llm_requests = json.dumps([r.get("body") for r in fakes.anthropic.log.requests])
     heard = [str(r.get("last_user", "")) for r in fakes.anthropic.log.requests]
     assert any("<US_SSN>" in text or "[US_SSN" in text for text in heard), heard
-    places = {
-        "server log": server.log(),
-        "exported spans": spans.read_text(),
-        "messages to the client": client_messages,
-        "/metrics": metrics,
-        "LLM requests": llm_requests,
+    span_text = json.dumps(
+        [
+            [s["name"], s["attributes"], [e["attributes"] for e in s["events"]]]
+            for s in map(json.loads, spans.read_text().splitlines())
+        ]
+    )
+    places = {  # (text, search the last four digits too)
+        "server log": (server.log(), False),
+        "exported spans": (span_text, True),
+        "messages to the client": (client_messages, True),
+        "/metrics": (metrics, False),
+        "LLM requests": (llm_requests, True),
     }
-    assert "conversation.id" in places["exported spans"], "tracing was not on"
+    assert "conversation.id" in span_text, "tracing was not on"
     assert "user-transcription" in client_messages, "the client got no transcript at all"
-    found = {place: leaks(text) for place, text in places.items() if leaks(text)}
+    found = {
+        place: [text[max(0, m.start() - 80) : m.end() + 40] for m in _leak_matches(text)]
+        or leaks(text, last_four)
+        for place, (text, last_four) in places.items()
+        if leaks(text, last_four)
+    }
     assert not found, found
+
+
+def _leak_matches(text: str) -> list[re.Match[str]]:
+    run = rf"\b{NUMBER_WORDS}[\s,.-]+{NUMBER_WORDS}[\s,.-]+{NUMBER_WORDS}\b"
+    patterns = [r"\D{0,3}".join(SSN), r"\D{0,3}".join(CARD), SSN[-4:], CARD[-4:], run]
+    return [m for p in patterns for m in re.finditer(p, text, re.I)]

