@@ -163,3 +163,13 @@ def test_spacy_ner_can_be_switched_on_for_names_no_list_knows() -> None:
     ner = TextRedactor(load_analyzer(opts.spacy_model, opts.language, ner=True), opts)
     text = "Yesterday I spoke with Priya Xu about the refund."
     assert "Priya" not in ner.redact(text) and "<PERSON>" in ner.redact(text)
+
+
+def test_a_number_covered_in_part_is_redacted_whole() -> None:
+    before = "my card number is 4539. 1488."
+    text = redactor().redact("Zero, three, four, three.", before)
+    assert not DIGIT_WORDS.search(text), text
+    # ... but the widening stops at the first ordinary word.
+    assert redactor().redact("my ssn is 123-45-6789 and one more thing") == (
+        "my ssn is <US_SSN> and one more thing"
+    )
