@@ -2,10 +2,10 @@
 
 Each transcript is first put in written form (`bot.pii.normalize`: "one two three" → "123",
 "john dot smith at gmail dot com" → "john.smith@gmail.com") with a map back to what the caller
-said; our recognisers (`bot.pii.recognizers`) run on the written form, and each finding is
-mapped back so the redaction covers the spoken words. Replacement is a typed tag (`<US_SSN>`)
-or a per-call placeholder (`[PERSON_1]`, the same one each time the value is said) whose value
-stays in the call's vault, never in the LLM's context.
+said; our recognisers (`bot.pii.recognizers`, on Presidio's analyzer) run on the written form,
+and each finding is mapped back so Presidio's anonymizer replaces the spoken words.
+Replacement is a typed tag (`<US_SSN>`) or a per-call placeholder (`[PERSON_1]`, the same one
+each time the value is said) whose value stays in the call's vault, never in the LLM's context.
 
 The processor replaces every transcription with a new frame carrying the redacted text (the
 STT's frame is dropped, never edited in place, and its raw `result` payload is not copied). A
@@ -77,6 +77,12 @@ def load_analyzer(spacy_model: str, language: str, ner: bool = False) -> Any:
     return shared(("pii-analyzer", spacy_model, language, ner), load)
 
 
+def _anonymizer() -> Any:
+    from presidio_anonymizer import AnonymizerEngine
+
+    return shared(("pii-anonymizer",), AnonymizerEngine)
+
+
 def preload_presidio(options: PresidioOptions) -> None:
     analyzer = load_analyzer(options.spacy_model, options.language, options.ner)
     supported = set(analyzer.get_supported_entities(options.language))
@@ -118,6 +124,7 @@ class TextRedactor:
         self._threshold = options.score_threshold
         self._style: Style = options.style
         self.vault = vault if vault is not None else PiiVault()
+        self._anonymizer = _anonymizer()
 
     def find(self, text: str, before: str = "") -> list[Finding]:
         """Findings in `text`, in its own offsets. `before` is what the caller said just before
@@ -144,22 +151,27 @@ class TextRedactor:
         findings = self.find(text, before)
         if not findings:
             return RedactionResult(text, [])
-        parts: list[str] = []
-        cursor = 0
-        for finding in findings:
-            parts.append(text[cursor : finding.start])
-            parts.append(self._replacement(finding, text[finding.start : finding.end]))
-            cursor = finding.end
-        parts.append(text[cursor:])
-        return RedactionResult("".join(parts), findings)
+        from presidio_anonymizer.entities import RecognizerResult
+
+        anonymized = self._anonymizer.anonymize(
+            text=text,
+            analyzer_results=[RecognizerResult(f.type, f.start, f.end, 1.0) for f in findings],
+            operators={f.type: self._operator(f.type) for f in findings},
+        )
+        return RedactionResult(anonymized.text, findings)
 
     def redact(self, text: str, before: str = "") -> str:
         return self.analyze(text, before).text
 
-    def _replacement(self, finding: Finding, value: str) -> str:
+    def _operator(self, entity_type: str) -> Any:
+        from presidio_anonymizer.entities import OperatorConfig
+
         if self._style == "placeholder":
-            return self.vault.placeholder(finding.type, value)
-        return f"<{finding.type}>"
+            vault = self.vault
+            return OperatorConfig(
+                "custom", {"lambda": lambda value: vault.placeholder(entity_type, value)}
+            )
+        return OperatorConfig("replace", {"new_value": f"<{entity_type}>"})
 
 
 def _without_overlaps(results: list[Any]) -> list[Any]:
