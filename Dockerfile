@@ -12,8 +12,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CMAKE_ARGS="-DGGML_NATIVE=OFF" \
     VOICEBOT_CACHE_DIR=/opt/voicebot/models
 WORKDIR /app
-COPY requirements.lock ./
+COPY requirements-bootstrap.lock requirements.lock ./
 RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes -r requirements-bootstrap.lock \
     && /opt/venv/bin/pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md server.py ./
 COPY bot ./bot

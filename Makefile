@@ -24,6 +24,7 @@ lint: $(VENV)/.test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --require-hashes -r requirements-bootstrap.lock
 
 $(VENV)/.runtime: requirements.lock pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet --require-hashes -r requirements.lock
