@@ -29,7 +29,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"voicebot serve: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     from server import create_app
 
     try:
@@ -42,6 +42,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through loguru (bot.logs)
         timeout_graceful_shutdown=15,
     )
     return 0

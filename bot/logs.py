@@ -1,10 +1,24 @@
-"""Log set-up: loguru (Pipecat's logger) with the call_id of the call a line belongs to."""
+"""Log set-up: loguru (Pipecat's logger) with the call_id of the call a line belongs to.
+
+Two formats, chosen by `VOICEBOT_LOG_FORMAT`:
+- `text` (default, development): coloured lines on stderr;
+- `json` (production): one JSON object a line on stdout, with `call_id` on every line.
+
+Lines from the standard `logging` module (uvicorn, aiortc, httpx, ...) are routed through
+loguru, so they share the format, the call_id and the personal-data filter.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
+from typing import Any
 
 from loguru import logger
+
+LOG_FORMATS = ("text", "json")
+NO_CALL = "-"
 
 TEXT_FORMAT = (
     "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
@@ -33,15 +47,68 @@ def keeps_personal_data_out(record: dict) -> bool:  # type: ignore[type-arg]
     )
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """One stderr sink; lines outside a call carry call_id '-'."""
+def json_line(record: Any) -> str:
+    """One loguru record as one line of JSON (the `json` format)."""
+    extra = record["extra"]
+    line: dict[str, Any] = {
+        "ts": record["time"].isoformat(timespec="milliseconds"),
+        "level": record["level"].name,
+        "call_id": extra.get("call_id", NO_CALL),
+        "logger": record["name"],
+        "message": record["message"],
+    }
+    for key, value in extra.items():
+        if key != "call_id":
+            line[key] = value if isinstance(value, str | int | float | bool) else str(value)
+    exception = record["exception"]
+    if exception is not None and exception.type is not None:
+        line["exception"] = f"{exception.type.__name__}: {exception.value}"
+    return json.dumps(line, ensure_ascii=False)
+
+
+def _json_sink(message: Any) -> None:
+    sys.stdout.write(json_line(message.record) + "\n")
+    sys.stdout.flush()
+
+
+class _ToLoguru(logging.Handler):
+    """Sends standard-library log records to loguru, keeping their logger name and level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.patch(lambda r: r.update(name=record.name)).opt(
+            exception=record.exc_info
+        ).log(level, record.getMessage())
+
+
+def route_stdlib_logging(level: str) -> None:
+    """Route the `logging` module's records (uvicorn, aiortc, ...) through loguru."""
+    logging.basicConfig(handlers=[_ToLoguru()], level=level, force=True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        stdlib = logging.getLogger(name)
+        stdlib.handlers = []
+        stdlib.propagate = True
+    # One line per HTTP request (health checks, scrapes) is noise; errors still come through.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """One sink; lines outside a call carry call_id '-'."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     logger.remove()
-    logger.configure(extra={"call_id": "-"})
-    logger.add(
-        sys.stderr,
-        level=level,
-        format=TEXT_FORMAT,
-        filter=keeps_personal_data_out,
-        backtrace=False,
-        diagnose=False,
-    )
+    logger.configure(extra={"call_id": NO_CALL})
+    common: dict[str, Any] = {
+        "level": level,
+        "filter": keeps_personal_data_out,
+        "backtrace": False,
+        "diagnose": False,
+    }
+    if log_format == "json":
+        logger.add(_json_sink, format="{message}", **common)
+    else:
+        logger.add(sys.stderr, format=TEXT_FORMAT, **common)
+    route_stdlib_logging(level)

@@ -13,6 +13,8 @@ DEFAULT_PIPELINE = "pipelines/local.yaml"
 DEFAULT_DAILY_API_URL = "https://api.daily.co/v1"
 DEFAULT_DAILY_ROOM_EXPIRY_SECS = 1200
 DEFAULT_DAILY_API_TIMEOUT_SECS = 10.0
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 
 class SettingsError(ValueError):
@@ -36,6 +38,8 @@ class ServerSettings:
     twilio_account_sid: str | None
     twilio_api_base_url: str | None
     log_level: str
+    log_format: str = "text"
+    observability: bool = True
     trace_file: str | None = None
     daily_api_key: str | None = field(default=None, repr=False)
     daily_api_url: str = DEFAULT_DAILY_API_URL
@@ -65,7 +69,14 @@ class ServerSettings:
             twilio_auth_token=token,
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
             twilio_api_base_url=(env.get("VOICEBOT_TWILIO_API_URL") or "").rstrip("/") or None,
-            log_level=(env.get("VOICEBOT_LOG_LEVEL") or "INFO").upper(),
+            log_level=_log_level(env.get("VOICEBOT_LOG_LEVEL") or "INFO"),
+            log_format=_one_of(
+                "VOICEBOT_LOG_FORMAT", env.get("VOICEBOT_LOG_FORMAT") or "text", LOG_FORMATS
+            ),
+            observability=_one_of(
+                "VOICEBOT_OBSERVABILITY", env.get("VOICEBOT_OBSERVABILITY") or "on", ("on", "off")
+            )
+            == "on",
             trace_file=env.get("VOICEBOT_TRACE_FILE") or None,
             daily_api_key=(env.get("DAILY_API_KEY") or "").strip() or None,
             daily_api_url=_http_url(
@@ -86,6 +97,20 @@ class ServerSettings:
     @property
     def twilio_signatures_required(self) -> bool:
         return self.twilio_auth_token is not None
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"VOICEBOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
+
+
+def _one_of(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return value
 
 
 def _http_url(name: str, value: str) -> str:
