@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from bot.call_events import CallEvents
 
 
 def new_call_id() -> str:
@@ -21,6 +24,13 @@ class CallInfo:
     audio_in_sample_rate: int
     audio_out_sample_rate: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    pipeline: str = "-"  # the pipeline file's name, a label on the call's metrics
+    # When the call's set-up began (time.monotonic()): Twilio's `start`, or the WebRTC offer.
+    setup_started: float = field(default_factory=time.monotonic)
+    events: CallEvents = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "events", CallEvents(self.transport, self.pipeline))
 
     @property
     def is_phone(self) -> bool:

@@ -10,19 +10,9 @@ import asyncio
 import time
 
 from loguru import logger
-from prometheus_client import Counter, Gauge, Histogram
 
+from bot.metrics import ACTIVE_CALLS, CALL_DURATION, CALLS_ENDED, CALLS_STARTED
 from bot.pipeline import CallSession
-
-ACTIVE_CALLS = Gauge("voicebot_active_calls", "Calls in progress", ["transport"])
-CALLS_STARTED = Counter("voicebot_calls_started_total", "Calls started", ["transport"])
-CALLS_ENDED = Counter("voicebot_calls_ended_total", "Calls ended", ["transport", "outcome"])
-CALL_DURATION = Histogram(
-    "voicebot_call_duration_seconds",
-    "Call duration",
-    ["transport"],
-    buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
-)
 
 
 class CallRegistry:
@@ -53,12 +43,13 @@ class CallRegistry:
         current = asyncio.current_task()
         if current is not None:
             self._tasks[call.call_id] = current
-        ACTIVE_CALLS.labels(call.transport).inc()
-        CALLS_STARTED.labels(call.transport).inc()
-        started = time.monotonic()
-        outcome = "completed"
+        labels = (call.transport, call.pipeline)
+        ACTIVE_CALLS.labels(*labels).inc()
+        CALLS_STARTED.labels(*labels).inc()
+        started, started_wall = time.monotonic(), time.time()
+        outcome: str | None = None
         with logger.contextualize(call_id=call.call_id):
-            logger.info(f"call started ({call.transport})")
+            logger.info(f"call started ({call.transport}, pipeline {call.pipeline})")
             try:
                 await session.run()
             except asyncio.CancelledError:
@@ -68,18 +59,22 @@ class CallRegistry:
                 outcome = "error"
                 logger.exception(f"call failed: {type(exc).__name__}")
             finally:
+                outcome = outcome or session.end_reason
                 duration = time.monotonic() - started
-                ACTIVE_CALLS.labels(call.transport).dec()
-                CALLS_ENDED.labels(call.transport, outcome).inc()
-                CALL_DURATION.labels(call.transport).observe(duration)
+                ACTIVE_CALLS.labels(*labels).dec()
+                CALLS_ENDED.labels(*labels, outcome).inc()
+                CALL_DURATION.labels(*labels).observe(duration)
                 self._sessions.pop(call.call_id, None)
                 self._tasks.pop(call.call_id, None)
                 logger.info(f"call ended ({outcome}) after {duration:.1f}s")
+                session.write_summary(
+                    outcome=outcome, duration_secs=duration, started_at=started_wall
+                )
 
     async def end_all(self, grace_secs: float) -> None:
         """Ask every call to end politely, then cancel what is left after `grace_secs`."""
         for session in list(self._sessions.values()):
-            await session.end()
+            await session.end(reason="shutdown")
         tasks = list(self._tasks.values())
         if not tasks:
             return

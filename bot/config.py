@@ -127,6 +127,14 @@ class CallPolicy(BaseModel):
     max_duration_secs: float = Field(900.0, gt=0, le=86400)
 
 
+class ObservabilityConfig(BaseModel):
+    """Where the end-of-call summaries go besides the log (one JSON object a line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary_file: str | None = None
+
+
 class PipelineConfig(BaseModel):
     """A whole pipeline file after interpolation."""
 
@@ -137,6 +145,7 @@ class PipelineConfig(BaseModel):
     prompt: str
     greeting: str = ""
     call: CallPolicy = Field(default_factory=CallPolicy)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     vad: StageConfig
     turn: StageConfig
     stt: StageConfig

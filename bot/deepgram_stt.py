@@ -26,13 +26,8 @@ from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.utils.network import exponential_backoff_time
-from prometheus_client import Counter
 
-STT_CONNECTIONS = Counter(
-    "voicebot_stt_connections_total",
-    "Streaming STT sockets opened; reconnection=true when a call's socket was re-opened",
-    ["provider", "reconnection"],
-)
+from bot.call_events import CallEvents
 
 FIRST_RETRY_SECS = 0.1
 
@@ -47,8 +42,15 @@ def _quick_first_retry(attempt: int, *args: Any, **kwargs: Any) -> float:
 class ResilientDeepgramSTTService(DeepgramSTTService):
     """`DeepgramSTTService` that buffers audio across a reconnection and counts reconnections."""
 
-    def __init__(self, *args: Any, buffer_secs: float = 10.0, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        buffer_secs: float = 10.0,
+        events: CallEvents | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
+        self._events = events
         # The retry loop looks the backoff up in its module on each attempt.
         pipecat_deepgram.exponential_backoff_time = _quick_first_retry
         # Audio no final transcript has covered yet: replayed on a new socket after a drop.
@@ -62,9 +64,9 @@ class ResilientDeepgramSTTService(DeepgramSTTService):
 
         def counting_connect(*c_args: Any, **c_kwargs: Any) -> Any:
             self.connections_opened += 1
-            reconnection = self.connections_opened > 1
-            STT_CONNECTIONS.labels("deepgram", str(reconnection).lower()).inc()
-            if reconnection:
+            if self.connections_opened > 1:
+                if self._events is not None:
+                    self._events.stt_reconnected("deepgram")
                 logger.warning(
                     f"Deepgram socket re-opened (connection {self.connections_opened} this call)"
                 )

@@ -42,16 +42,8 @@ from pipecat.pipeline.service_switcher import ServiceSwitcher, ServiceSwitcherSt
 from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
-from prometheus_client import Counter
 
-LLM_FAILOVERS = Counter(
-    "voicebot_llm_failovers_total",
-    "LLM turns replayed on the next LLM of the fallback list",
-    ["from_llm", "to_llm", "reason"],
-)
-LLM_ERRORS = Counter(
-    "voicebot_llm_errors_total", "LLM failures before the first token", ["llm", "reason"]
-)
+from bot.call_events import CallEvents
 
 APOLOGY = "Sorry, I'm having trouble answering right now. Please try again in a moment."
 
@@ -69,14 +61,14 @@ _RESPONSE_FRAMES = (
 
 
 def failure_reason(error: BaseException | None) -> str:
-    """A short class for an LLM failure: rate_limited, server_error, timeout, connection, ..."""
+    """The status class of an LLM failure: 429, 4xx, 5xx, timeout, connection or error."""
     if error is None:
         return "error"
     status = getattr(error, "status_code", None)
     if isinstance(status, int):
         if status == 429:
-            return "rate_limited"
-        return "server_error" if status >= 500 else "client_error"
+            return "429"
+        return "5xx" if status >= 500 else "4xx"
     name = type(error).__name__.lower()
     if "timeout" in name or isinstance(error, TimeoutError):
         return "timeout"
@@ -104,9 +96,14 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
         first_token_timeout_secs: float | None = 3.0,
         cooldown_secs: float = 30.0,
         apology: str = APOLOGY,
+        providers: list[str] | None = None,
+        events: CallEvents | None = None,
     ):
         super().__init__(llms, ServiceSwitcherStrategyManual)
         self._llms = llms
+        # The pipeline file's provider of each LLM: bounded metric labels, unlike service names.
+        self.providers = providers or [llm.name for llm in llms]
+        self._events = events
         self._first_token_timeout = first_token_timeout_secs
         self._cooldown = cooldown_secs
         self._apology = apology
@@ -220,7 +217,8 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
         failed = turn.service_index
         failed_name = self._llms[failed].name
         self._failed_at[failed] = time.monotonic()
-        LLM_ERRORS.labels(failed_name, reason).inc()
+        if self._events is not None:
+            self._events.llm_failed(self.providers[failed], reason)
         remaining = [
             i for i in range(len(self._llms)) if i not in turn.tried and self._usable(i)
         ]
@@ -242,7 +240,8 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
             f"LLM {failed_name} failed before its first token ({reason}); "
             f"answering this turn with {self._llms[nxt].name}"
         )
-        LLM_FAILOVERS.labels(failed_name, self._llms[nxt].name, reason).inc()
+        if self._events is not None:
+            self._events.llm_failed_over(self.providers[failed], self.providers[nxt], reason)
         turn.service_index = nxt
         turn.tried.add(nxt)
         await self._switch_to(nxt)

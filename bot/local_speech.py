@@ -6,14 +6,15 @@ per call. These subclasses take the process-wide model instead and change nothin
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import math
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soxr
 from faster_whisper import WhisperModel
-from pipecat.frames.frames import Frame
+from pipecat.frames.frames import Frame, TranscriptionFrame
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 from pipecat.services.whisper.stt import WhisperSTTService
@@ -30,6 +31,8 @@ class _GreedyWhisper:
     def __init__(self, model: WhisperModel, beam_size: int):
         self._model = model
         self._beam_size = beam_size
+        # exp(mean log-probability per token) of the last transcription's segments: 0..1.
+        self.last_confidence: float | None = None
 
     @property
     def supported_languages(self) -> list[str]:
@@ -39,7 +42,17 @@ class _GreedyWhisper:
         kwargs.setdefault("beam_size", self._beam_size)
         kwargs.setdefault("condition_on_previous_text", False)
         kwargs.setdefault("without_timestamps", True)
-        return self._model.transcribe(audio, **kwargs)
+        self.last_confidence = None
+        segments, info = self._model.transcribe(audio, **kwargs)
+        return self._scored(segments), info
+
+    def _scored(self, segments: Iterable[Any]) -> Iterator[Any]:
+        logprobs = []
+        for segment in segments:
+            logprobs.append(segment.avg_logprob)
+            yield segment
+        if logprobs:
+            self.last_confidence = min(1.0, math.exp(sum(logprobs) / len(logprobs)))
 
 
 def load_whisper(model_dir: Path, compute_type: str, cpu_threads: int) -> WhisperModel:
@@ -84,6 +97,8 @@ class SharedWhisperSTTService(WhisperSTTService):
         if self.sample_rate and self.sample_rate != WHISPER_SAMPLE_RATE:
             audio = to_whisper_rate(audio, self.sample_rate)
         async for frame in super().run_stt(audio):
+            if isinstance(frame, TranscriptionFrame):
+                frame.result = {"confidence": self._shared_model.last_confidence}
             yield frame
 
 

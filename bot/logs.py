@@ -17,7 +17,8 @@ from typing import Any
 
 from loguru import logger
 
-LOG_FORMATS = ("text", "json")
+from bot.settings import LOG_FORMATS
+
 NO_CALL = "-"
 
 TEXT_FORMAT = (
@@ -59,11 +60,11 @@ def json_line(record: Any) -> str:
     }
     for key, value in extra.items():
         if key != "call_id":
-            line[key] = value if isinstance(value, str | int | float | bool) else str(value)
+            line[key] = value  # json.dumps below writes what is not JSON as its str()
     exception = record["exception"]
     if exception is not None and exception.type is not None:
         line["exception"] = f"{exception.type.__name__}: {exception.value}"
-    return json.dumps(line, ensure_ascii=False)
+    return json.dumps(line, ensure_ascii=False, default=str)
 
 
 def _json_sink(message: Any) -> None:
@@ -86,13 +87,16 @@ class _ToLoguru(logging.Handler):
 
 def route_stdlib_logging(level: str) -> None:
     """Route the `logging` module's records (uvicorn, aiortc, ...) through loguru."""
-    logging.basicConfig(handlers=[_ToLoguru()], level=level, force=True)
+    number = logger.level(level).no  # loguru's levels share the stdlib's numbers
+    logging.basicConfig(handlers=[_ToLoguru()], level=number, force=True)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         stdlib = logging.getLogger(name)
         stdlib.handlers = []
         stdlib.propagate = True
-    # One line per HTTP request (health checks, scrapes) is noise; errors still come through.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # One line per HTTP request (health checks, scrapes) or per ICE candidate pair is noise;
+    # warnings and errors still come through.
+    for name in ("uvicorn.access", "aioice", "aiortc"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, number))
 
 
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:

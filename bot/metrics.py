@@ -63,7 +63,7 @@ VOICE_TO_VOICE = Histogram(
 )
 STT_LATENCY = Histogram(
     "voicebot_stt_latency_seconds",
-    "End of the caller's speech (VAD stop) to the final transcript (Pipecat's STT TTFB)",
+    "End of the caller's speech to the final transcript (Pipecat's STT TTFB)",
     STAGE,
     buckets=LATENCY_BUCKETS,
 )

@@ -9,6 +9,8 @@ the call's audio rates.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 from typing import Any
 
 from loguru import logger
@@ -25,7 +27,9 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
+from bot import observability
 from bot.call import CallInfo
+from bot.call_observer import CallObserver, StageOwner, SummaryFile
 from bot.config import STAGES, LoadedPipeline
 from bot.context_window import ContextWindow
 from bot.llm_failover import TurnFailoverLLMSwitcher
@@ -67,21 +71,26 @@ class CallSession:
         self._policy = config.call
         self._idle_prompts = 0
         self._ending = False
+        self.end_reason = "completed"  # how the call ended, unless it failed
         self._deadline_task: asyncio.Task[None] | None = None
 
         vad = _build_stage(loaded, "vad", "vad", config.vad.provider, call)
         stop_strategies = _build_stage(loaded, "turn", "turn", config.turn.provider, call)
         self.stt = _build_stage(loaded, "stt", "stt", config.stt.provider, call)
-        redactor = _build_stage(loaded, "redact", "redact", config.redact.provider, call)
+        self.redactor = _build_stage(loaded, "redact", "redact", config.redact.provider, call)
+        redactor = self.redactor
         llms = [_build_stage(loaded, "llm", "llm", config.llm.provider, call)]
         llms += [
             _build_stage(loaded, "llm", f"llm.fallback[{i}]", backup.provider, call)
             for i, backup in enumerate(config.llm.fallback)
         ]
+        llm_providers = [config.llm.provider, *(b.provider for b in config.llm.fallback)]
         llm = TurnFailoverLLMSwitcher(
             llms,
             first_token_timeout_secs=config.llm.first_token_timeout_secs,
             cooldown_secs=config.llm.failover_cooldown_secs,
+            providers=llm_providers,
+            events=call.events,
         )
         tts = _build_stage(loaded, "tts", "tts", config.tts.provider, call)
         tts_stages: list[Any] = [tts]
@@ -90,6 +99,8 @@ class CallSession:
                 tts,
                 timeout_secs=config.tts.stall_timeout_secs,
                 sample_rate=call.audio_out_sample_rate,
+                provider=config.tts.provider,
+                events=call.events,
             )
             tts_stages = [guard.input_watch, tts, guard]
 
@@ -119,36 +130,63 @@ class CallSession:
                 aggregators.assistant(),
             ]
         )
+        observe = observability.enabled()
+        self.observer: CallObserver | None = None
+        observers: list[Any] = []
+        if observe:
+            owners = {self.stt: StageOwner("stt", config.stt.provider)}
+            owners |= {s: StageOwner("llm", p) for s, p in zip(llms, llm_providers, strict=True)}
+            owners[tts] = StageOwner("tts", config.tts.provider)
+            self.observer = CallObserver(
+                call,
+                owners=owners,
+                stt=self.stt,
+                redactor=redactor,
+                turn_provider=config.turn.provider,
+                redact_text=getattr(redactor, "redact_text", lambda text: text),
+            )
+            observers = [*self.observer.observers(), TurnLatencyObserver()]
         self.worker = PipelineWorker(
             pipeline,
             params=PipelineParams(
                 audio_in_sample_rate=call.audio_in_sample_rate,
                 audio_out_sample_rate=call.audio_out_sample_rate,
-                enable_metrics=True,
+                enable_metrics=observe,
             ),
             conversation_id=call.call_id,
+            additional_span_attributes={
+                "call.id": call.call_id,
+                "call.transport": call.transport,
+                "pipeline.name": call.pipeline,
+            },
             enable_tracing=tracing_enabled(),
+            enable_turn_tracking=observe or tracing_enabled(),
             enable_rtvi=rtvi,
             # The RTVI observer reports a frame on its first push: the STT's raw transcript
             # must never reach the client, only the redactor's copy.
             rtvi_observer_params=RTVIObserverParams(ignored_sources=[self.stt]) if rtvi else None,
             idle_timeout_secs=None,
-            observers=[TurnLatencyObserver()],
+            observers=observers,
         )
+        if self.observer is not None:
+            self.observer.attach_turn_tracking(self.worker.turn_tracking_observer)
 
     async def greet(self) -> None:
         """Say the greeting (once the transport is connected)."""
         if self._deadline_task is None:
             self._deadline_task = asyncio.create_task(self._end_at_deadline())
+        if self.observer is not None:
+            self.observer.call_set_up()
         greeting = self.loaded.config.greeting
         if greeting:
             await self.worker.queue_frames([TTSSpeakFrame(greeting)])
 
-    async def end(self, *, goodbye: bool = True) -> None:
+    async def end(self, *, goodbye: bool = True, reason: str = "bot_ended") -> None:
         """End the call politely: say goodbye, then an EndFrame (Twilio: REST hang-up)."""
         if self._ending:
             return
         self._ending = True
+        self.end_reason = reason
         frames: list[Any] = []
         if goodbye and self._policy.goodbye:
             frames.append(TTSSpeakFrame(self._policy.goodbye))
@@ -157,6 +195,8 @@ class CallSession:
 
     async def cancel(self) -> None:
         """The caller is gone: stop at once."""
+        if not self._ending:
+            self.end_reason = "caller_hung_up"
         self._ending = True
         await self.worker.cancel()
 
@@ -173,7 +213,7 @@ class CallSession:
     async def _end_at_deadline(self) -> None:
         await asyncio.sleep(self._policy.max_duration_secs)
         logger.info("call reached its maximum duration")
-        await self.end()
+        await self.end(reason="max_duration")
 
     async def _on_user_turn_started(self, *_: Any) -> None:
         self._idle_prompts = 0
@@ -186,4 +226,26 @@ class CallSession:
             await self.worker.queue_frames([TTSSpeakFrame(self._policy.idle_prompt)])
             return
         logger.info("caller idle: ending the call")
-        await self.end()
+        await self.end(reason="caller_idle")
+
+    def write_summary(self, *, outcome: str, duration_secs: float, started_at: float) -> None:
+        """Log the call's summary (and append it to the pipeline's summary file, if any)."""
+        if self.observer is None:
+            return
+        try:
+            summary = self.observer.summary(
+                outcome=outcome, duration_secs=duration_secs, started_at=started_at
+            )
+            logger.bind(call_summary=summary).info(
+                "call summary " + json.dumps(summary, ensure_ascii=False)
+            )
+            path = self.loaded.config.observability.summary_file
+            if path:
+                _summary_file(path).write(summary)
+        except Exception as exc:  # a summary must never take the call's clean-up down with it
+            logger.error(f"call summary not written: {type(exc).__name__}: {exc}")
+
+
+@functools.cache
+def _summary_file(path: str) -> SummaryFile:
+    return SummaryFile(path)

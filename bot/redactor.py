@@ -240,6 +240,14 @@ class RedactionProcessor(FrameProcessor):
     def vault(self) -> PiiVault:
         return self._redactor.vault
 
+    def redact_text(self, text: str) -> str:
+        """Redact a line outside the pipeline (the call summary's transcript); fails closed."""
+        try:
+            return self._redactor.redact(text)
+        except Exception as exc:
+            logger.error(f"redaction failed ({type(exc).__name__}): line withheld")
+            return REDACTION_FAILED_NOTICE
+
     def _before(self) -> str:
         now = time.monotonic()
         self._recent = [(at, text) for at, text in self._recent if now - at <= self._window_secs]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from loguru import logger
 
+from bot import observability
 from bot.calls import CallRegistry
 from bot.config import LoadedPipeline, load_pipeline, require_env
 from bot.pipeline import preload
@@ -42,12 +44,30 @@ class Runtime:
     async def start(self) -> None:
         """Load models in a worker thread; the server answers /healthz meanwhile."""
         self.announce()
-        if self.settings.trace_file:
-            from bot.tracing import JsonLinesSpanExporter, setup_tracing
-
-            setup_tracing(JsonLinesSpanExporter(self.settings.trace_file))
-            logger.info("traces (scrubbed of conversation text) go to VOICEBOT_TRACE_FILE")
+        observability.set_enabled(self.settings.observability)
+        if not self.settings.observability:
+            logger.warning("VOICEBOT_OBSERVABILITY=off: no turn metrics, traces or call summaries")
+        else:
+            self._start_tracing()
         self._preload_task = asyncio.create_task(self._preload())
+
+    def _start_tracing(self) -> None:
+        from bot import tracing
+
+        file_exporter = (
+            tracing.JsonLinesSpanExporter(self.settings.trace_file)
+            if self.settings.trace_file
+            else None
+        )
+        if tracing.otlp_configured(os.environ):
+            tracing.setup_tracing(tracing.otlp_exporter(os.environ), batch=True)
+            logger.info("traces (scrubbed of conversation text) go over OTLP/HTTP")
+            if file_exporter is not None:
+                tracing.add_exporter(file_exporter)
+        elif file_exporter is not None:
+            tracing.setup_tracing(file_exporter)
+        if file_exporter is not None:
+            logger.info("traces (scrubbed of conversation text) go to VOICEBOT_TRACE_FILE")
 
     async def _preload(self) -> None:
         started = time.perf_counter()

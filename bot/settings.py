@@ -63,6 +63,7 @@ class ServerSettings:
                 "TWILIO_AUTH_TOKEN is set but VOICEBOT_PUBLIC_URL is not: Twilio signs the public "
                 "URL it calls, so the server needs it to check X-Twilio-Signature"
             )
+        _check_otlp_protocol(env)
         return cls(
             pipeline_path=resolve_pipeline_path(env.get("VOICEBOT_PIPELINE", DEFAULT_PIPELINE)),
             public_url=public_url,
@@ -99,10 +100,21 @@ class ServerSettings:
         return self.twilio_auth_token is not None
 
 
+def _check_otlp_protocol(env: Mapping[str, str]) -> None:
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+    protocol = (traces or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "").strip()
+    if protocol and protocol != "http/protobuf":
+        raise SettingsError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: traces are exported "
+            "over OTLP/HTTP (http/protobuf, the collector's port 4318)"
+        )
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().upper()
     if level not in LOG_LEVELS:
-        raise SettingsError(f"VOICEBOT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+        allowed = ", ".join(LOG_LEVELS)
+        raise SettingsError(f"VOICEBOT_LOG_LEVEL must be one of {allowed}, got {raw!r}")
     return level
 
 

@@ -1,22 +1,33 @@
 """OpenTelemetry traces of calls, scrubbed of conversation text before they leave the process.
 
-`VOICEBOT_TRACE_FILE=/path/spans.jsonl` writes every finished span, one JSON object a line
-(Pipecat's spans: one per call, turn, STT, LLM and TTS step, tagged with the call id as
-`conversation.id`). Every exporter goes through `ScrubbingSpanExporter`: the caller's words,
-raw or redacted, never reach a trace.
+Pipecat's spans (conversation → turn → stt / llm / tts), each with the call's `call.id`,
+`call.transport` and `pipeline.name` attributes, go:
+- over OTLP (HTTP/protobuf) when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` or
+  `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (the exporter reads the other `OTEL_*`
+  variables itself: headers, timeout, compression);
+- to a file with `VOICEBOT_TRACE_FILE=/path/spans.jsonl`, one JSON object a line;
+- nowhere otherwise: tracing stays off and costs nothing.
+Every exporter goes through `ScrubbingSpanExporter`: the caller's words, raw or redacted, never
+reach a trace.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 
 from bot.tracing_scrub import ScrubbingSpanExporter
 
@@ -40,14 +51,74 @@ class JsonLinesSpanExporter(SpanExporter):
         return None
 
 
-def setup_tracing(exporter: SpanExporter) -> TracerProvider:
-    """Install a tracer provider that exports scrubbed spans through `exporter`."""
+# The call's attributes: Pipecat puts them on the conversation span only; every span of the
+# call carries them here, so any one span can be found by call id.
+CALL_ATTRIBUTES = ("call.id", "call.transport", "pipeline.name")
+
+
+class CallAttributesSpanProcessor(SpanProcessor):
+    """Copies the call's attributes from a span's parent onto the span when it starts."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        parent = trace.get_current_span(parent_context)
+        attributes = getattr(parent, "attributes", None) or {}
+        for key in CALL_ATTRIBUTES:
+            if key in attributes and key not in (span.attributes or {}):
+                span.set_attribute(key, attributes[key])
+
+
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+class TracingSetupError(ValueError):
+    """The OTEL_* variables ask for something this server cannot export to."""
+
+
+def otlp_configured(environ: Mapping[str, str]) -> bool:
+    return any((environ.get(name) or "").strip() for name in OTLP_ENDPOINT_VARIABLES)
+
+
+def otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+    """The OTLP span exporter the standard variables describe (HTTP/protobuf only)."""
+    protocol = (
+        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol != "http/protobuf":
+        raise TracingSetupError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: this server exports "
+            "OTLP over HTTP (http/protobuf); point it at the collector's HTTP port (4318)"
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def setup_tracing(exporter: SpanExporter, *, batch: bool = False) -> TracerProvider:
+    """Install a tracer provider that exports scrubbed spans through `exporter`.
+
+    `batch`: export from a background thread in batches (network exporters), so a slow
+    collector never holds up a call's event loop.
+    """
     global _provider
     provider = TracerProvider(resource=Resource.create({"service.name": "voicebot"}))
-    provider.add_span_processor(SimpleSpanProcessor(ScrubbingSpanExporter(exporter)))
+    provider.add_span_processor(CallAttributesSpanProcessor())
+    scrubbed = ScrubbingSpanExporter(exporter)
+    processor = BatchSpanProcessor(scrubbed) if batch else SimpleSpanProcessor(scrubbed)
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider
+
+
+def add_exporter(exporter: SpanExporter, *, batch: bool = False) -> None:
+    """One more scrubbed exporter on the installed provider (e.g. a file beside OTLP)."""
+    assert _provider is not None, "setup_tracing first"
+    scrubbed = ScrubbingSpanExporter(exporter)
+    _provider.add_span_processor(
+        BatchSpanProcessor(scrubbed) if batch else SimpleSpanProcessor(scrubbed)
+    )
 
 
 def tracing_enabled() -> bool:

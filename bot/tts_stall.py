@@ -32,11 +32,8 @@ from pipecat.frames.frames import (
     TTSTextFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from prometheus_client import Counter
 
-TTS_STALLS = Counter(
-    "voicebot_tts_stalls_total", "TTS responses with no audio in time, replaced by a cached phrase"
-)
+from bot.call_events import CallEvents
 
 STALL_PHRASE = "Sorry, I'm having trouble with my voice. Could you say that again?"
 STALL_PHRASE_WAV = Path(__file__).parent / "assets" / "tts_stall_phrase.wav"
@@ -100,9 +97,19 @@ class TTSInputWatch(FrameProcessor):
 class TTSStallGuard(FrameProcessor):
     """After the TTS: plays the cached phrase when no audio came within `timeout_secs`."""
 
-    def __init__(self, tts: FrameProcessor, *, timeout_secs: float, sample_rate: int):
+    def __init__(
+        self,
+        tts: FrameProcessor,
+        *,
+        timeout_secs: float,
+        sample_rate: int,
+        provider: str = "",
+        events: CallEvents | None = None,
+    ):
         super().__init__(name="TTSStallGuard")
         self._tts = tts
+        self._provider = provider or tts.name
+        self._events = events
         self._timeout = timeout_secs
         self._sample_rate = sample_rate
         self.clock = _Clock()
@@ -145,7 +152,8 @@ class TTSStallGuard(FrameProcessor):
         self._timer = None
         if self._audio_seen or self.clock.waiting_since is None:
             return
-        TTS_STALLS.inc()
+        if self._events is not None:
+            self._events.tts_stalled(self._provider)
         logger.warning(
             f"{self._tts.name} sent no audio within {self._timeout:.1f} s: "
             "playing the cached phrase instead"

@@ -8,7 +8,8 @@ import numpy as np
 from pipecat.frames.frames import TranscriptionFrame
 
 from bot.call import CallInfo
-from bot.deepgram_stt import STT_CONNECTIONS, ResilientDeepgramSTTService
+from bot.deepgram_stt import ResilientDeepgramSTTService
+from bot.metrics import STT_RECONNECTIONS
 from bot.providers.cloud import make_deepgram_stt
 from bot.stage_options import DeepgramOptions
 from tests.fakes.deepgram import FakeDeepgram
@@ -16,7 +17,7 @@ from tests.test_fake_deepgram import KEY, fake, pipeline, speech  # noqa: F401 (
 
 
 def _reconnections() -> float:
-    return STT_CONNECTIONS.labels("deepgram", "true")._value.get()
+    return STT_RECONNECTIONS.labels("webrtc", "-", "deepgram")._value.get()
 
 
 async def test_utterance_cut_by_a_dropped_socket_is_still_transcribed(
@@ -41,6 +42,7 @@ async def test_utterance_cut_by_a_dropped_socket_is_still_transcribed(
     assert second.opened_at - first.opened_at < 2.5, "the first retry should not back off"
     assert stt.connections_opened == 2
     assert _reconnections() == before + 1
+    assert call.events.counts["stt_reconnections"] == 1, "the call's own record counts it too"
 
 
 async def test_deepgram_end_of_speech_counts_as_a_final_transcript(

@@ -1,12 +1,17 @@
-"""Raw transcripts that libraries log never reach a log sink."""
+"""Log lines: raw transcripts never reach a sink; the JSON format carries the call_id."""
 
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 
+import pytest
 from loguru import logger
 
-from bot.logs import keeps_personal_data_out
+from bot.logs import configure_logging, keeps_personal_data_out
+from bot.settings import ServerSettings, SettingsError
 
 
 def test_whisper_transcription_lines_are_dropped_at_any_level() -> None:
@@ -42,3 +47,59 @@ def test_tts_text_lines_are_dropped() -> None:
     text = sink.getvalue()
     assert "6467" not in text
     assert "connected" in text
+
+
+_JSON_LOGGING_SCRIPT = """
+import logging
+from loguru import logger
+from bot.logs import configure_logging
+configure_logging("INFO", "json")
+logger.info("outside any call")
+with logger.contextualize(call_id="CA123"):
+    logger.info("inside the call")
+    logging.getLogger("uvicorn.error").warning("stdlib line in the call")
+    logging.getLogger("aioice.ice").info("candidate pair noise")
+    logger.patch(lambda r: r.update(name="pipecat.services.whisper.stt")).info(
+        "Transcription: [ my ssn is 123 45 6789 ]"
+    )
+    logger.bind(call_summary={"turns": 2}).info("call summary")
+    try:
+        raise ValueError("bad frame")
+    except ValueError:
+        logger.exception("frame refused")
+"""
+
+
+def test_json_format_writes_one_object_a_line_with_the_call_id_on_stdout() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _JSON_LOGGING_SCRIPT],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert "6789" not in done.stdout + done.stderr, "the personal-data filter holds in JSON too"
+    assert "candidate pair noise" not in done.stdout
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    by_message = {line["message"]: line for line in lines}
+    assert by_message["outside any call"]["call_id"] == "-"
+    assert by_message["inside the call"]["call_id"] == "CA123"
+    stdlib = by_message["stdlib line in the call"]
+    assert (stdlib["call_id"], stdlib["logger"], stdlib["level"]) == (
+        "CA123", "uvicorn.error", "WARNING"
+    )
+    assert by_message["call summary"]["call_summary"] == {"turns": 2}
+    assert by_message["frame refused"]["exception"] == "ValueError: bad frame"
+    assert all({"ts", "level", "call_id", "logger", "message"} <= set(line) for line in lines)
+
+
+def test_log_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="one of text, json"):
+        configure_logging("INFO", "xml")
+    with pytest.raises(SettingsError, match="VOICEBOT_LOG_FORMAT"):
+        ServerSettings.from_env({"VOICEBOT_LOG_FORMAT": "xml"})
+    with pytest.raises(SettingsError, match="VOICEBOT_LOG_LEVEL"):
+        ServerSettings.from_env({"VOICEBOT_LOG_LEVEL": "loud"})
+    with pytest.raises(SettingsError, match="http/protobuf"):
+        ServerSettings.from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    settings = ServerSettings.from_env(
+        {"VOICEBOT_LOG_FORMAT": "JSON", "VOICEBOT_LOG_LEVEL": "debug"}
+    )
+    assert (settings.log_format, settings.log_level) == ("json", "DEBUG")

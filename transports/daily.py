@@ -272,6 +272,7 @@ class DailyEdge:
             audio_in_sample_rate=DAILY_IN_SAMPLE_RATE,
             audio_out_sample_rate=DAILY_OUT_SAMPLE_RATE,
             metadata={"room_name": room.name},
+            pipeline=self._loaded.config.name,
         )
         transport = self.transport_factory(room.url, room.bot_token, transport_params())
         session = DailyCallSession(self._loaded, call, transport, rtvi=True)

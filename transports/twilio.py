@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -131,6 +132,7 @@ class StreamStart:
     custom_parameters: dict[str, Any]
     encoding: str
     sample_rate: int
+    received_at: float = field(default_factory=time.monotonic)  # the call's set-up starts here
 
 
 class HandshakeError(ValueError):
@@ -255,6 +257,8 @@ async def serve_media_stream(
         audio_in_sample_rate=PHONE_SAMPLE_RATE,
         audio_out_sample_rate=PHONE_SAMPLE_RATE,
         metadata={"stream_sid": start.stream_sid},
+        pipeline=loaded.config.name,
+        setup_started=start.received_at,
     )
     with logger.contextualize(call_id=call.call_id):
         try:

@@ -7,6 +7,8 @@ read) and goes out at 24 kHz; the WebRTC stack carries Opus at 48 kHz on the wir
 
 from __future__ import annotations
 
+import time
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from fastapi import HTTPException
@@ -25,12 +27,17 @@ from pydantic import BaseModel, Field
 from bot.call import CallInfo, new_call_id
 from bot.calls import CallRegistry
 from bot.config import LoadedPipeline
+from bot.metrics import ICE_STATE_TRANSITIONS
 from bot.pipeline import CallSession
 from bot.webrtc_jitter import use_server_jitter_buffer
 
 WEBRTC_IN_SAMPLE_RATE = 16000
 WEBRTC_OUT_SAMPLE_RATE = 24000
 MAX_SDP_BYTES = 64 * 1024
+
+# The call a new offer starts: its id and when the offer arrived (read by the call's builder,
+# which Pipecat's handler calls back within the same request).
+_NEW_CALL: ContextVar[tuple[str, float]] = ContextVar("new_webrtc_call")
 
 
 class OfferBody(BaseModel):
@@ -67,6 +74,7 @@ class WebRTCEdge:
         self._loaded = loaded
         self._calls = calls
         self._handler = SmallWebRTCRequestHandler()
+        self._call_ids: dict[str, str] = {}  # pc_id -> call_id, for the PATCHes' log lines
         use_server_jitter_buffer()
 
     async def offer(self, body: OfferBody) -> dict[str, str]:
@@ -79,6 +87,13 @@ class WebRTCEdge:
             restart_pc=body.restart_pc,
             request_data=body.request_data,
         )
+        call_id = self._call_ids.get(body.pc_id or "") or new_call_id()
+        _NEW_CALL.set((call_id, time.monotonic()))
+        # Everything the offer starts (aiortc's ICE and DTLS tasks included) logs with the call_id.
+        with logger.contextualize(call_id=call_id):
+            return await self._answer(request)
+
+    async def _answer(self, request: SmallWebRTCRequest) -> dict[str, str]:
         try:
             answer = await self._handler.handle_web_request(request, self._start_call)
         except HTTPException:
@@ -101,7 +116,8 @@ class WebRTCEdge:
             ],
         )
         try:
-            await self._handler.handle_patch_request(request)
+            with logger.contextualize(call_id=self._call_ids.get(body.pc_id, "-")):
+                await self._handler.handle_patch_request(request)
         except HTTPException:
             raise
         except Exception as exc:
@@ -113,20 +129,26 @@ class WebRTCEdge:
 
     async def _start_call(self, connection: SmallWebRTCConnection) -> None:
         try:
-            self._calls.start(self._build_session(connection))
+            task = self._calls.start(self._build_session(connection))
+            task.add_done_callback(lambda _: self._call_ids.pop(connection.pc_id, None))
         except Exception as exc:
             logger.exception(f"could not set up the call: {type(exc).__name__}")
             await connection.disconnect()
             raise
 
     def _build_session(self, connection: SmallWebRTCConnection) -> CallSession:
+        call_id, offered_at = _NEW_CALL.get((new_call_id(), time.monotonic()))
         call = CallInfo(
-            call_id=new_call_id(),
+            call_id=call_id,
             transport="webrtc",
             audio_in_sample_rate=WEBRTC_IN_SAMPLE_RATE,
             audio_out_sample_rate=WEBRTC_OUT_SAMPLE_RATE,
             metadata={"pc_id": connection.pc_id},
+            pipeline=self._loaded.config.name,
+            setup_started=offered_at,
         )
+        self._call_ids[connection.pc_id] = call_id
+        self._count_ice_states(connection)
         transport = SmallWebRTCTransport(
             webrtc_connection=connection,
             params=TransportParams(
@@ -147,3 +169,19 @@ class WebRTCEdge:
             await session.cancel()
 
         return session
+
+    def _count_ice_states(self, connection: SmallWebRTCConnection) -> None:
+        """Count each ICE connection state the peer connection goes through."""
+        pc = connection.pc
+        pipeline = self._loaded.config.name
+
+        def count(state: str) -> None:
+            ICE_STATE_TRANSITIONS.labels(pipeline, state).inc()
+            logger.info(f"WebRTC ICE state: {state}")
+
+        if pc.iceConnectionState != "new":  # ICE may have started while the answer was made
+            count(pc.iceConnectionState)
+
+        @pc.on("iceconnectionstatechange")
+        def _on_ice_state() -> None:
+            count(pc.iceConnectionState)

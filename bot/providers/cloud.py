@@ -26,6 +26,7 @@ def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:
         base_url=options.base_url,
         encoding="linear16",
         sample_rate=call.audio_in_sample_rate,
+        events=call.events,
         settings=DeepgramSTTService.Settings(
             model=options.model,
             language=options.language,
