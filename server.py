@@ -10,12 +10,19 @@ from importlib import resources
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import Scope
 
 from bot.runtime import Runtime
 from bot.settings import ServerSettings
 from transports import twilio
 from transports.daily import DailyEdge
 from transports.webrtc import OfferBody, PatchBody, WebRTCEdge
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _is_probe(scope: Scope) -> bool:
+    return scope.get("path") in PROBE_PATHS
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -33,7 +40,21 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             await webrtc.close()
             await daily.close()
 
-    app = FastAPI(title="voicebot", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="voicebot",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        # FastAPI's own request spans go to the tracer provider bot.tracing installs (if any):
+        # one span per call-carrying request, none for probes and scrapes or per dependency.
+        telemetry={
+            "exclude": _is_probe,
+            "operation_spans": False,
+            "metrics": False,
+            "logs": False,
+            "auto_configure": False,
+        },
+    )
     app.state.runtime = runtime
     app.state.daily = daily
 

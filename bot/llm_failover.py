@@ -260,7 +260,7 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
             return
         self._timer = None
         stalled = self._llms[turn.service_index]
-        await self._fail_over("first_token_timeout", None)
+        await self._fail_over("timeout", None)
         # Stop the stalled request so that LLM is free for later turns. Its output, if any,
         # is held back by its branch filter; the interruption it passes on is ours to drop.
         interruption = InterruptionFrame()

@@ -57,14 +57,29 @@ CALL_ATTRIBUTES = ("call.id", "call.transport", "pipeline.name")
 
 
 class CallAttributesSpanProcessor(SpanProcessor):
-    """Copies the call's attributes from a span's parent onto the span when it starts."""
+    """Copies the call's attributes from a span's parent onto the span when it starts.
+
+    Pipecat hands its spans their parent as a bare span context, so the parents are looked up
+    among the spans this process has open.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, Span] = {}
+        self._lock = threading.Lock()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        parent = trace.get_current_span(parent_context)
-        attributes = getattr(parent, "attributes", None) or {}
+        parent_id = span.parent.span_id if span.parent is not None else None
+        with self._lock:
+            self._open[span.context.span_id] = span
+            parent = self._open.get(parent_id) if parent_id is not None else None
+        attributes = (parent.attributes if parent is not None else None) or {}
         for key in CALL_ATTRIBUTES:
-            if key in attributes and key not in (span.attributes or {}):
+            if key in attributes:
                 span.set_attribute(key, attributes[key])
+
+    def on_end(self, span: ReadableSpan) -> None:
+        with self._lock:
+            self._open.pop(span.context.span_id, None)
 
 
 OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -22,6 +22,7 @@ from bot.caller.webrtc import run_webrtc_call
 from tests.fakes.base import Faults
 from tests.fakes.suite import FakeSuite, Latencies
 from tests.support.background import BackgroundLoop
+from tests.support.metrics import added, scrape, summary_in_log
 from tests.support.servers import REPO, RunningServer, start_server
 from tests.support.speech import read_wav, transcribe
 from tests.test_twilio_call import pcm8k
@@ -130,6 +131,7 @@ async def test_deepgram_socket_dropped_mid_utterance(
     suite: FakeSuite,
     speech: dict[str, Path],
 ) -> None:
+    before = scrape(cloud_server.url)
     async with TwilioCaller(cloud_server.url) as caller:
         assert await caller.wait_for_bot_audio(max_wait=10) is not None, "no greeting"
         await caller.wait_for_bot_quiet(gap=0.7, max_wait=20)
@@ -151,6 +153,11 @@ async def test_deepgram_socket_dropped_mid_utterance(
         await caller.wait_for_bot_quiet(gap=0.7, max_wait=20)
         assert "seven" in _reply_text(caller, since)
     assert "Deepgram socket re-opened" in cloud_server.log()
+    after = scrape(cloud_server.url)
+    labels = {"transport": "twilio", "pipeline": "cloud", "provider": "deepgram"}
+    assert added(before, after, "voicebot_stt_reconnections_total", **labels) == 1
+    summary = await _summary(cloud_server, caller.call_sid)
+    assert summary["provider_events"].get("stt_reconnections") == 1, summary
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "first_token_timeout"])
@@ -162,6 +169,7 @@ async def test_anthropic_failure_is_answered_by_openai(
     else:
         suite.anthropic.faults.http_status = int(fault)
     openai_before = suite.openai.request_count
+    before = scrape(cloud_server.url)
     async with TwilioCaller(cloud_server.url) as caller:
         assert await caller.wait_for_bot_audio(max_wait=10) is not None, "no greeting"
         since = time.monotonic()
@@ -176,11 +184,28 @@ async def test_anthropic_failure_is_answered_by_openai(
     else:
         assert waited < 4.0, waited
     assert "answering this turn with" in cloud_server.log()
+    after = scrape(cloud_server.url)
+    status_class = {"429": "429", "500": "5xx", "first_token_timeout": "timeout"}[fault]
+    call = {"transport": "twilio", "pipeline": "cloud"}
+    assert added(
+        before, after, "voicebot_llm_errors_total",
+        **call, provider="anthropic", status_class=status_class,
+    ) == 1
+    assert added(
+        before, after, "voicebot_llm_failovers_total",
+        **call, from_provider="anthropic", to_provider="openai", status_class=status_class,
+    ) == 1
+    assert added(before, after, "voicebot_llm_first_token_seconds_count",
+                 **call, provider="openai") == 1, "the turn's first token came from OpenAI"
+    summary = await _summary(cloud_server, caller.call_sid)
+    assert summary["provider_events"] == {"llm_errors": 1, "llm_failovers": 1}, summary
+    assert summary["turn_latency"][0]["llm_provider"] == "openai", summary
 
 
 async def test_elevenlabs_stall_plays_the_cached_phrase(
     cloud_server: RunningServer, suite: FakeSuite, speech: dict[str, Path]
 ) -> None:
+    before = scrape(cloud_server.url)
     async with TwilioCaller(cloud_server.url) as caller:
         assert await caller.wait_for_bot_audio(max_wait=10) is not None, "no greeting"
         suite.elevenlabs.faults.stall = True
@@ -199,3 +224,18 @@ async def test_elevenlabs_stall_plays_the_cached_phrase(
         await caller.wait_for_bot_quiet(gap=0.7, max_wait=20)
         assert "seven" in _reply_text(caller, since)
     assert "playing the cached phrase" in cloud_server.log()
+    after = scrape(cloud_server.url)
+    labels = {"transport": "twilio", "pipeline": "cloud", "provider": "elevenlabs"}
+    assert added(before, after, "voicebot_tts_stalls_total", **labels) == 1
+    summary = await _summary(cloud_server, caller.call_sid)
+    assert summary["provider_events"].get("tts_stalls") == 1, summary
+
+
+async def _summary(server: RunningServer, call_id: str) -> dict[str, object]:
+    """The call's summary from the server's log (written as the call ends)."""
+    for _ in range(50):
+        summary = summary_in_log(server.log(), call_id)
+        if summary is not None:
+            return summary
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no call summary for {call_id}")

@@ -1,0 +1,326 @@
+"""Traces of whole phone calls, as an operator's collector would receive them.
+
+- In memory: a child process serves the app in-process with `bot.tracing.setup_tracing(
+  InMemorySpanExporter())` and makes one Twilio call (tests/support/traced_call.py).
+- Over OTLP/HTTP: `voicebot serve` with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a tiny receiver
+  in this process, which decodes the protobuf export requests; a server without the variables
+  sends nothing.
+- `CallAttributesSpanProcessor` on a private tracer provider.
+
+Every span of a call carries its `call.id` (the CallSid), `call.transport` and `pipeline.name`,
+hangs under the call's conversation span, and holds none of the conversation's words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan
+
+from bot.caller.twilio import TwilioCaller, run_twilio_call
+from bot.tracing import CallAttributesSpanProcessor
+from tests.support.servers import REPO, RunningServer, start_server
+
+PIPECAT_SPANS = {"conversation", "turn", "stt", "llm", "tts"}
+# Words of the question ("What color is the sky on a clear day?") and of the answer.
+CONVERSATION_WORDS = re.compile(r"\bsky\b|\bblue\b|\bcolou?r\b|clear day", re.IGNORECASE)
+OTLP_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def check_call_spans(spans: list[dict[str, Any]], call_sid: str) -> None:
+    """`spans`: {name, span_id, parent_id, attributes} of one server that took one call."""
+    names = {span["name"] for span in spans}
+    assert PIPECAT_SPANS <= names, f"missing spans: {PIPECAT_SPANS - names}"
+    call_spans = [span for span in spans if "http.route" not in span["attributes"]]
+    for span in call_spans:
+        attributes = span["attributes"]
+        assert attributes.get("call.id") == call_sid, (span["name"], attributes)
+        assert attributes.get("call.transport") == "twilio", (span["name"], attributes)
+        assert attributes.get("pipeline.name") == "local", (span["name"], attributes)
+
+    by_id = {span["span_id"]: span for span in spans}
+
+    def parent_name(span: dict[str, Any]) -> str | None:
+        parent = by_id.get(span["parent_id"])
+        return parent["name"] if parent is not None else None
+
+    conversations = [span for span in spans if span["name"] == "conversation"]
+    assert len(conversations) == 1, conversations
+    turns = [span for span in spans if span["name"] == "turn"]
+    assert turns and all(span["parent_id"] == conversations[0]["span_id"] for span in turns)
+    for span in spans:
+        if span["name"] in ("stt", "llm", "tts"):
+            assert parent_name(span) == "turn", f"{span['name']} under {parent_name(span)}"
+    # One turn both heard the question and answered it.
+    assert any(
+        {"stt", "llm", "tts"} <= {s["name"] for s in spans if s["parent_id"] == turn["span_id"]}
+        for turn in turns
+    ), "no turn with stt, llm and tts"
+
+    routes = {span["attributes"]["http.route"] for span in spans if span not in call_spans}
+    assert {"/twilio/voice", "/twilio/stream"} <= routes, routes
+    assert not routes & {"/readyz", "/healthz", "/metrics"}, routes
+
+    leaked = [
+        (span["name"], key, value)
+        for span in spans
+        for key, value in span["attributes"].items()
+        if CONVERSATION_WORDS.search(json.dumps(value))
+    ]
+    assert not leaked, f"conversation text reached a span: {leaked}"
+
+
+def check_call_answered(result: dict[str, Any]) -> None:
+    assert result["error"] is None, result
+    assert result["first_reply_audio_ms"] is not None and not result["reply_timed_out"], result
+
+
+# ---- 1. in memory, in the server's own process --------------------------------------------
+
+
+@pytest.mark.slow
+def test_in_memory_spans_of_a_phone_call(speech: dict[str, Path]) -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("OTEL_") and key != "VOICEBOT_TRACE_FILE"
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.support.traced_call", str(speech["sky"])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert done.returncode == 0, f"traced_call failed:\n{done.stderr[-4000:]}"
+    output = json.loads(done.stdout.strip().splitlines()[-1])
+    result = output["call"]
+    check_call_answered(result)
+    spans = output["spans"]
+    assert {span["resource"].get("service.name") for span in spans} == {"voicebot"}
+    check_call_spans(spans, result["call_sid"])
+
+
+# ---- 2. over OTLP/HTTP --------------------------------------------------------------------
+
+
+class OtlpReceiver:
+    """A collector's OTLP/HTTP traces endpoint on loopback that keeps what it is sent."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.bodies: list[bytes] = []
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                content_type = self.headers.get("Content-Type") or ""
+                receiver.requests.append(("POST", self.path, content_type))
+                if self.path != "/v1/traces" or content_type != "application/x-protobuf":
+                    self.send_error(404 if self.path != "/v1/traces" else 415)
+                    return
+                receiver.bodies.append(body)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def do_GET(self) -> None:
+                receiver.requests.append(("GET", self.path, ""))
+                self.send_error(405)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = int(self.server.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def exports(self) -> list[ExportTraceServiceRequest]:
+        return [ExportTraceServiceRequest.FromString(body) for body in list(self.bodies)]
+
+    def spans(self) -> list[dict[str, Any]]:
+        """The spans received, flattened, each with its resource's attributes."""
+        spans = []
+        for export in self.exports():
+            for resource_spans in export.resource_spans:
+                resource = attributes_of(resource_spans.resource.attributes)
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        spans.append(
+                            {
+                                "name": span.name,
+                                "span_id": span.span_id.hex(),
+                                "parent_id": span.parent_span_id.hex() or None,
+                                "attributes": attributes_of(span.attributes),
+                                "resource": resource,
+                            }
+                        )
+        return spans
+
+    def wait_for_spans(self, call_sid: str, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Until the call's conversation span (the last to end) has arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            spans = self.spans()
+            if any(
+                span["name"] == "conversation" and span["attributes"].get("call.id") == call_sid
+                for span in spans
+            ):
+                time.sleep(0.5)  # anything exported in the same breath
+                return self.spans()
+            time.sleep(0.2)
+        raise AssertionError(
+            f"no conversation span for {call_sid} after {timeout}s; "
+            f"requests: {self.requests[:5]}, spans: {[s['name'] for s in self.spans()]}"
+        )
+
+
+def any_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [any_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return attributes_of(value.kvlist_value.values)
+    return getattr(value, kind) if kind is not None else None
+
+
+def attributes_of(key_values: Any) -> dict[str, Any]:
+    return {item.key: any_value(item.value) for item in key_values}
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def otlp_server(receiver: OtlpReceiver, tmp_path: Path) -> Iterator[RunningServer]:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    server = start_server(REPO / "pipelines/local.yaml", tmp_path / "otlp.log", env=env)
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+async def test_otlp_receives_the_call_spans_scrubbed(
+    receiver: OtlpReceiver, otlp_server: RunningServer, speech: dict[str, Path]
+) -> None:
+    assert "traces (scrubbed of conversation text) go over OTLP/HTTP" in otlp_server.log()
+    result = await run_twilio_call(speech["sky"], otlp_server.url)
+    check_call_answered(result)
+    spans = receiver.wait_for_spans(result["call_sid"])
+
+    assert receiver.requests and all(
+        request == ("POST", "/v1/traces", "application/x-protobuf") for request in receiver.requests
+    ), receiver.requests
+    assert {span["resource"].get("service.name") for span in spans} == {"voicebot"}
+    check_call_spans(spans, result["call_sid"])
+    raw = b"".join(receiver.bodies).decode("utf-8", errors="replace")
+    assert not CONVERSATION_WORDS.search(raw), "conversation text reached the collector"
+
+
+DEFAULT_OTLP_PORT = 4318  # where an exporter with no endpoint configured would send
+
+
+@pytest.fixture
+def default_port_receiver() -> Iterator[OtlpReceiver]:
+    """A receiver on the OTLP/HTTP default port when it is free (else on any port)."""
+    try:
+        receiver = OtlpReceiver(DEFAULT_OTLP_PORT)
+    except OSError:
+        receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.mark.slow
+async def test_a_server_without_otlp_variables_exports_nothing(
+    default_port_receiver: OtlpReceiver, local_server: RunningServer
+) -> None:
+    unset = [name for name in (*OTLP_VARIABLES, "VOICEBOT_TRACE_FILE") if os.environ.get(name)]
+    assert not unset, f"the local_server fixture inherits {unset} from this environment"
+    async with TwilioCaller(local_server.url) as caller:
+        assert await caller.wait_for_bot_audio(max_wait=10) is not None, "no greeting"
+        assert await caller.wait_for_bot_quiet(gap=0.7, max_wait=15)
+    await asyncio.sleep(1.5)  # several OTEL_BSP_SCHEDULE_DELAYs' worth, had it been configured
+    assert default_port_receiver.requests == []
+    traces_lines = [line for line in local_server.log().splitlines() if "traces (" in line]
+    assert not traces_lines, f"the server says it traces: {traces_lines}"
+
+
+# ---- 3. CallAttributesSpanProcessor -------------------------------------------------------
+
+
+def test_call_attributes_reach_spans_started_from_a_bare_parent_context() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(CallAttributesSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    conversation = tracer.start_span("conversation")
+    # Set after the span started, as Pipecat does with additional_span_attributes.
+    conversation.set_attribute("call.id", "CA123")
+    conversation.set_attribute("call.transport", "twilio")
+    conversation.set_attribute("pipeline.name", "local")
+    conversation.set_attribute("conversation.id", "CA123")
+
+    def under(span: trace.Span) -> Any:
+        return trace.set_span_in_context(NonRecordingSpan(span.get_span_context()))
+
+    turn = tracer.start_span("turn", context=under(conversation))
+    stt = tracer.start_span("stt", context=under(turn))
+    stt.end()
+    turn.end()
+    orphan = tracer.start_span("orphan")
+    orphan.end()
+    conversation.end()
+    late = tracer.start_span("late", context=under(conversation))  # parent already ended
+    late.end()
+    provider.shutdown()
+
+    spans = {span.name: dict(span.attributes or {}) for span in exporter.get_finished_spans()}
+    call = {"call.id": "CA123", "call.transport": "twilio", "pipeline.name": "local"}
+    for name in ("turn", "stt"):
+        assert {key: spans[name].get(key) for key in call} == call, (name, spans[name])
+        assert "conversation.id" not in spans[name], "only the call's attributes are copied"
+    assert not set(spans["orphan"]) & set(call), spans["orphan"]
+    assert not set(spans["late"]) & set(call), "ended spans are forgotten"
