@@ -77,8 +77,7 @@ class CallSession:
         vad = _build_stage(loaded, "vad", "vad", config.vad.provider, call)
         stop_strategies = _build_stage(loaded, "turn", "turn", config.turn.provider, call)
         self.stt = _build_stage(loaded, "stt", "stt", config.stt.provider, call)
-        self.redactor = _build_stage(loaded, "redact", "redact", config.redact.provider, call)
-        redactor = self.redactor
+        redactor = _build_stage(loaded, "redact", "redact", config.redact.provider, call)
         llms = [_build_stage(loaded, "llm", "llm", config.llm.provider, call)]
         llms += [
             _build_stage(loaded, "llm", f"llm.fallback[{i}]", backup.provider, call)

@@ -20,6 +20,7 @@ import pytest
 from bot.caller.twilio import TwilioCaller, run_twilio_call
 from bot.caller.webrtc import run_webrtc_call
 from tests.fakes.base import Faults
+from tests.fakes.deepgram import WORD_CONFIDENCE
 from tests.fakes.suite import FakeSuite, Latencies
 from tests.support.background import BackgroundLoop
 from tests.support.metrics import added, scrape, summary_in_log
@@ -95,6 +96,12 @@ async def test_phone_call_on_the_cloud_pipeline(
     assert eleven.output_format == "pcm_8000" and eleven.model_id == "eleven_flash_v2_5"
     assert any("The sky is blue." in " ".join(c.texts) for c in eleven.contexts)
     assert "blue" in _heard(out)
+    # The call's summary: Deepgram's confidence, each provider's first byte in the turn.
+    summary = await _summary(cloud_server, result["call_sid"])
+    assert summary["stt_confidence"]["count"] >= 1
+    assert summary["stt_confidence"]["mean"] == pytest.approx(WORD_CONFIDENCE, abs=0.01)
+    turn = summary["turn_latency"][0]
+    assert turn["llm_provider"] == "anthropic" and turn["tts_first_chunk_ms"] is not None, turn
 
 
 async def test_webrtc_call_on_the_cloud_pipeline(
