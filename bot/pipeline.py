@@ -36,7 +36,6 @@ from bot.llm_failover import TurnFailoverLLMSwitcher
 from bot.registry import get_provider
 from bot.tracing import tracing_enabled
 from bot.tts_stall import TTSStallGuard
-from bot.turn_latency import TurnLatencyObserver
 
 
 def preload(loaded: LoadedPipeline) -> None:
@@ -144,7 +143,7 @@ class CallSession:
                 turn_provider=config.turn.provider,
                 redact_text=getattr(redactor, "redact_text", lambda text: text),
             )
-            observers = [*self.observer.observers(), TurnLatencyObserver()]
+            observers = self.observer.observers()
         self.worker = PipelineWorker(
             pipeline,
             params=PipelineParams(

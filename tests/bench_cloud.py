@@ -7,13 +7,16 @@ token 250 ms, TTS first chunk 75 ms).
 Starts the fakes (with a canned transcript, so the fake's own transcription time is not
 counted) and `voicebot serve --pipeline pipelines/cloud.yaml`, makes one warm-up call per
 transport and then `--turns` calls, one turn each, per transport with `voicebot call`'s clients,
-and reads the server's per-turn stage log. Reports, per transport, p50/p95/max of:
+and reads the server's per-turn latency lines. Reports, per transport, p50/p95/max of:
 
 - voice_to_voice_ms: the end of the caller's speech to the first bot audio at the caller;
 - overhead_ms: voice_to_voice − (VAD stop + injected latencies), with the VAD stop both as
   configured (stop_secs) and as Silero decides it on this utterance (measured offline);
 - pipeline_overhead_ms: in the server, the VAD's stop to the first audio handed to the
-  transport, minus the injected latencies: the framework's own share.
+  transport, minus the injected latencies: the framework's own share;
+- server_stages_ms: the parts of the server's voice-to-voice, as Pipecat's
+  `UserBotLatencyObserver` names them (endpointing_wait, transcription, turn_detection,
+  llm_inference, sentence_aggregation, speech_synthesis, pipeline, ...).
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from tests.support.background import BackgroundLoop
 from tests.support.servers import REPO, start_server
 
 VAD_STOP_SECS = 0.2  # pipelines/cloud.yaml
-_TURN_LINE = re.compile(r"turn latency after VAD stop \(ms\): (.*)")
+# The server's per-turn line (bot/call_observer.py), from Pipecat's latency breakdown:
+# "turn 3: voice-to-voice 712 ms (endpointing_wait 200, transcription 103, ...)".
+_TURN_LINE = re.compile(r"turn \d+: voice-to-voice (\d+) ms \(([^)]*)\)")
 
 
 async def vad_decision_ms(wav: Path, rate: int) -> float:
@@ -67,10 +72,13 @@ async def vad_decision_ms(wav: Path, rate: int) -> float:
 
 
 def stage_lines(log: str) -> list[dict[str, float]]:
+    """Per turn: the server's voice-to-voice and its parts, in milliseconds."""
     turns = []
     for match in _TURN_LINE.finditer(log):
-        marks = dict(part.split(" +") for part in match.group(1).split(", "))
-        turns.append({mark: float(ms) for mark, ms in marks.items()})
+        parts = (part.rsplit(" ", 1) for part in match.group(2).split(", ") if part)
+        turn = {key: float(ms) for key, ms in parts}
+        turn["voice_to_voice"] = float(match.group(1))
+        turns.append(turn)
     return turns
 
 
@@ -82,11 +90,11 @@ def report(
     vad_measured: float,
 ) -> dict[str, Any]:
     v2v = [r["first_reply_audio_ms"] for r in results if r.get("first_reply_audio_ms")]
-    in_server = [t["bot_started"] - injected for t in turns if "bot_started" in t]
-    stages = {
-        mark: summarize([t[mark] for t in turns if mark in t])
-        for mark in ("stt_final", "turn_end", "llm_first_token", "tts_first_audio", "bot_started")
-    }
+    in_server = [
+        t["voice_to_voice"] - t.get("endpointing_wait", 0.0) - injected for t in turns
+    ]
+    keys = sorted({key for t in turns for key in t} - {"voice_to_voice"})
+    stages = {key: summarize([t.get(key, 0.0) for t in turns]) for key in keys}
     return {
         "transport": transport,
         "turns": len(v2v),
@@ -94,7 +102,7 @@ def report(
         "overhead_vs_stop_secs_ms": summarize([x - VAD_STOP_SECS * 1000 - injected for x in v2v]),
         "overhead_vs_measured_vad_ms": summarize([x - vad_measured - injected for x in v2v]),
         "pipeline_overhead_ms": summarize(in_server),
-        "server_stage_after_vad_stop_ms": stages,
+        "server_stages_ms": stages,
         "errors": [r["error"] for r in results if r.get("error")],
     }
 
@@ -154,8 +162,8 @@ def main() -> None:
         ):
             s = rep[key]
             print(f"  {key:<28} p50 {s['p50']:>7}  p95 {s['p95']:>7}  max {s['max']:>7}")
-        for mark, s in rep["server_stage_after_vad_stop_ms"].items():
-            print(f"  server {mark:<21} p50 {s['p50']:>7}  p95 {s['p95']:>7}")
+        for key, s in rep["server_stages_ms"].items():
+            print(f"  server {key:<21} p50 {s['p50']:>7}  p95 {s['p95']:>7}")
         for error in rep["errors"]:
             print(f"  error: {error}")
 

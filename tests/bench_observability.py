@@ -278,6 +278,7 @@ def pooled(runs: list[dict[str, Any]], config: str) -> dict[str, Any]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    where = machine()  # at the start: the commit may move while this runs
     loop = BackgroundLoop()
     suite = FakeSuite(Latencies(), transcript=DEFAULT_UTTERANCE)
     loop.run(suite.start())
@@ -296,7 +297,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         loop.run(suite.stop())
         loop.close()
     return {
-        "machine": machine(),
+        "machine": where,
         "turns_per_transport": args.turns,
         "rounds": args.rounds,
         "runs": runs,
