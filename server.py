@@ -21,8 +21,10 @@ from transports.webrtc import OfferBody, PatchBody, WebRTCEdge
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def _is_probe(scope: Scope) -> bool:
-    return scope.get("path") in PROBE_PATHS
+def _not_traced(scope: Scope) -> bool:
+    """Probes and scrapes, and WebSockets: a call's stream would wrap every media message in
+    telemetry code for the whole call; its conversation span stands in for it."""
+    return scope.get("type") == "websocket" or scope.get("path") in PROBE_PATHS
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -46,9 +48,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         # FastAPI's own request spans go to the tracer provider bot.tracing installs (if any):
-        # one span per call-carrying request, none for probes and scrapes or per dependency.
+        # one span per HTTP request that starts a call, none per dependency.
         telemetry={
-            "exclude": _is_probe,
+            "exclude": _not_traced,
             "operation_spans": False,
             "metrics": False,
             "logs": False,

@@ -1,9 +1,11 @@
 """One call's record and the turn-stage histograms, from Pipecat's own observers and metrics.
 
-`CallObserver` listens to Pipecat's `UserBotLatencyObserver` (voice-to-voice with its breakdown
-into named contributions, and each service's TTFB), its `TurnTrackingObserver` (turns, barge-ins)
-and the call's frames (metrics, transcripts, errors). Per turn it observes the Prometheus
-histograms once and keeps a latency breakdown; at the call's end it writes the call summary.
+`CallObserver` is Pipecat's `UserBotLatencyObserver` (voice-to-voice with its breakdown into
+named contributions, and each service's TTFB) that also reads the call's frames (metrics,
+transcripts, errors) and listens to the worker's `TurnTrackingObserver` (barge-ins). One
+observer, not two: Pipecat queues every frame to every observer, so each one costs CPU per
+frame. Per turn it observes the Prometheus histograms once and keeps a latency breakdown; at
+the call's end it writes the call summary.
 
 Nothing here times a stage by hand: every number comes from Pipecat's metrics frames and
 latency observer. The transcript it keeps is the redactor's output and the bot's spoken text,
@@ -26,13 +28,14 @@ from loguru import logger
 from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     ErrorFrame,
+    InterruptionFrame,
     MetricsFrame,
     TranscriptionFrame,
     TTSTextFrame,
     VADUserStartedSpeakingFrame,
 )
 from pipecat.metrics.metrics import TurnMetricsData
-from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.observers.base_observer import FramePushed
 from pipecat.observers.turn_tracking_observer import TurnTrackingObserver
 from pipecat.observers.user_bot_latency_observer import (
     LatencyBreakdown,
@@ -115,7 +118,7 @@ class _Transcript:
         self.bot_words = []
 
 
-class CallObserver(BaseObserver):
+class CallObserver(UserBotLatencyObserver):
     """Per-turn latency by stage, STT confidence, barge-ins and errors of one call."""
 
     def __init__(
@@ -127,8 +130,9 @@ class CallObserver(BaseObserver):
         redactor: FrameProcessor,
         turn_provider: str,
         redact_text: Callable[[str], str],
+        private_interruptions: Callable[[int], bool] = lambda _frame_id: False,
     ):
-        super().__init__(observe_every_push=False)
+        super().__init__()
         self._call = call
         self._owners = owners
         self._owner_names = {processor.name: owner for processor, owner in owners.items()}
@@ -136,6 +140,7 @@ class CallObserver(BaseObserver):
         self._redactor = redactor
         self._turn_provider = turn_provider
         self._redact_text = redact_text
+        self._private_interruption = private_interruptions
         self._labels = (call.transport, call.pipeline)
         self._turn_decision_secs: float | None = None
         self.turns: list[TurnRecord] = []
@@ -143,15 +148,11 @@ class CallObserver(BaseObserver):
         self.confidences: list[float] = []
         self.transcript = _Transcript()
         self.setup_secs: float | None = None
-        self.latency = UserBotLatencyObserver()
-        self.latency.add_event_handler("on_latency_breakdown", self._on_latency_breakdown)
+        self.add_event_handler("on_latency_breakdown", self._on_latency_breakdown)
 
     def attach_turn_tracking(self, turns: TurnTrackingObserver | None) -> None:
         if turns is not None:
             turns.add_event_handler("on_turn_ended", self._on_turn_ended)
-
-    def observers(self) -> list[BaseObserver]:
-        return [self, self.latency]
 
     # -- the call's set-up --------------------------------------------------------------------
 
@@ -166,6 +167,9 @@ class CallObserver(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
+        if isinstance(frame, InterruptionFrame) and self._private_interruption(frame.id):
+            return  # a stalled service being stopped: the turn goes on (failover, fallback)
+        await super().on_push_frame(data)  # the latency breakdown
         if isinstance(frame, MetricsFrame):
             for item in frame.data:
                 if isinstance(item, TurnMetricsData):
@@ -206,10 +210,12 @@ class CallObserver(BaseObserver):
         stages: dict[str, float] = {}
         for part in breakdown.contributions:
             stages[part.key] = stages.get(part.key, 0.0) + part.duration_secs
+        # Each stage's first byte in this turn: the first one, except for the LLM, whose last
+        # is the one that answered (an LLM that failed over can report its abandoned wait).
         ttfb: dict[str, tuple[float, str]] = {}
         for item in breakdown.ttfb:
             owner = self._owner_names.get(item.processor)
-            if owner is not None and owner.stage not in ttfb:
+            if owner is not None and (owner.stage == "llm" or owner.stage not in ttfb):
                 ttfb[owner.stage] = (item.duration_secs, owner.provider)
         stt_secs = ttfb["stt"][0] if "stt" in ttfb else stages.get("transcription")
         decision = self._turn_decision_secs

@@ -111,6 +111,9 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
         self._turn: _Turn | None = None
         self._timer: asyncio.Task[None] | None = None
         self._own_interruptions: set[int] = set()
+        # Every interruption sent to stop a stalled LLM: not the caller's barge-in, so
+        # observers of the turn (the latency breakdown) must not read it as one.
+        self.private_interruptions: set[int] = set()
 
     @staticmethod
     def _make_pipeline_definitions(
@@ -265,6 +268,7 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
         # is held back by its branch filter; the interruption it passes on is ours to drop.
         interruption = InterruptionFrame()
         self._own_interruptions.add(interruption.id)
+        self.private_interruptions.add(interruption.id)
         await stalled.queue_frame(interruption)
 
     def _cancel_timer(self) -> None:

@@ -92,6 +92,7 @@ class CallSession:
         )
         tts = _build_stage(loaded, "tts", "tts", config.tts.provider, call)
         tts_stages: list[Any] = [tts]
+        guard: TTSStallGuard | None = None
         if config.tts.stall_timeout_secs is not None:
             guard = TTSStallGuard(
                 tts,
@@ -142,8 +143,12 @@ class CallSession:
                 redactor=redactor,
                 turn_provider=config.turn.provider,
                 redact_text=getattr(redactor, "redact_text", lambda text: text),
+                private_interruptions=lambda frame_id: (
+                    frame_id in llm.private_interruptions
+                    or (guard is not None and frame_id in guard.private_interruptions)
+                ),
             )
-            observers = self.observer.observers()
+            observers = [self.observer]
         self.worker = PipelineWorker(
             pipeline,
             params=PipelineParams(

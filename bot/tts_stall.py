@@ -116,6 +116,9 @@ class TTSStallGuard(FrameProcessor):
         self._audio_seen = False
         self._timer: asyncio.Task[None] | None = None
         self._own_interruptions: set[int] = set()
+        # Every interruption sent to stop a stalled TTS: not the caller's barge-in, so
+        # observers of the turn (the latency breakdown) must not read it as one.
+        self.private_interruptions: set[int] = set()
         self.input_watch = TTSInputWatch(self)
 
     def arm(self) -> None:
@@ -162,6 +165,7 @@ class TTSStallGuard(FrameProcessor):
         self.clock.waiting_since = None
         interruption = InterruptionFrame()
         self._own_interruptions.add(interruption.id)
+        self.private_interruptions.add(interruption.id)
         await self._tts.queue_frame(interruption)
         await self._play_phrase()
 

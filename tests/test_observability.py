@@ -190,7 +190,8 @@ async def test_spans_carry_the_call_id_and_no_conversation_text(
     spans = [json.loads(line) for line in observed.spans.read_text().splitlines()]
     requests = [span for span in spans if "http.route" in span["attributes"]]
     routes = {span["attributes"]["http.route"] for span in requests}
-    assert {"/twilio/voice", "/twilio/stream", "/api/offer"} <= routes, routes
+    assert {"/twilio/voice", "/api/offer"} <= routes, routes
+    assert "/twilio/stream" not in routes, "a call's WebSocket is not wrapped in a request span"
     assert not routes & {"/readyz", "/healthz", "/metrics"}, "probes and scrapes are not traced"
     by_call: dict[str, set[str]] = {}
     for span in spans:

@@ -80,7 +80,7 @@ def check_call_spans(spans: list[dict[str, Any]], call_sid: str) -> None:
     ), "no turn with stt, llm and tts"
 
     routes = {span["attributes"]["http.route"] for span in spans if span not in call_spans}
-    assert {"/twilio/voice", "/twilio/stream"} <= routes, routes
+    assert "/twilio/voice" in routes and "/twilio/stream" not in routes, routes
     assert not routes & {"/readyz", "/healthz", "/metrics"}, routes
 
     leaked = [
