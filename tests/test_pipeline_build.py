@@ -52,3 +52,23 @@ def test_calls_share_the_models_loaded_at_start_up() -> None:
     assert stts[0]._model._model is stts[1]._model._model  # one WhisperModel
     print(f"building one call: {per_call_ms:.1f} ms")
     assert per_call_ms < 250, f"building a call took {per_call_ms:.0f} ms"
+
+
+def test_observability_switch_removes_the_per_call_observers() -> None:
+    """VOICEBOT_OBSERVABILITY=off (for measuring its cost): no call observer, no Pipecat
+    metrics, no turn tracking; on (the default): one call observer and turn tracking."""
+    from bot import observability
+
+    loaded = load_pipeline(REPO / "pipelines/local.yaml")
+    preload(loaded)
+    call = CallInfo("CAon", "twilio", 8000, 8000, pipeline="local")
+    on = CallSession(loaded, call, _transport(), rtvi=False)
+    assert on.observer is not None and on.worker.turn_tracking_observer is not None
+    assert on.worker.params.enable_metrics
+    observability.set_enabled(False)
+    try:
+        off = CallSession(loaded, CallInfo("CAoff", "twilio", 8000, 8000), _transport(), rtvi=False)
+    finally:
+        observability.set_enabled(True)
+    assert off.observer is None and off.worker.turn_tracking_observer is None
+    assert not off.worker.params.enable_metrics
