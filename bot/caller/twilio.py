@@ -435,11 +435,17 @@ class TwilioCaller(HearsTheBot):
     ) -> TwilioEvent | None:
         """First `name` event (e.g. "clear") received at or after `after`."""
         deadline = time.monotonic() + max_wait
+        closed_at: float | None = None
         while True:
             found = self.events_named(name, after)
             if found:
                 return found[0]
-            if self.log.closed or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if self.log.closed and closed_at is None:
+                # The sending side can see the close first: let the receiving side record
+                # what arrived before it (and the "closed" event itself).
+                closed_at = now
+            if now >= deadline or (closed_at is not None and now - closed_at > 0.5):
                 return None
             await asyncio.sleep(0.01)
 
