@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,18 +68,6 @@ class TurnRecord:
     llm_first_token_ms: float | None
     tts_first_chunk_ms: float | None
     llm_provider: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "turn": self.turn,
-            "voice_to_voice_ms": self.voice_to_voice_ms,
-            "stages_ms": self.stages_ms,
-            "stt_latency_ms": self.stt_latency_ms,
-            "turn_end_decision_ms": self.turn_end_decision_ms,
-            "llm_first_token_ms": self.llm_first_token_ms,
-            "tts_first_chunk_ms": self.tts_first_chunk_ms,
-            "llm_provider": self.llm_provider,
-        }
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -282,7 +270,7 @@ class CallObserver(UserBotLatencyObserver):
                 "median": round(statistics.median(v2v), 1) if v2v else None,
                 "max": max(v2v) if v2v else None,
             },
-            "turn_latency": [turn.as_dict() for turn in self.turns],
+            "turn_latency": [asdict(turn) for turn in self.turns],
             "interruptions": self.interruptions,
             "stt_confidence": {
                 "count": len(self.confidences),

@@ -110,9 +110,8 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
         self._failed_at: dict[int, float] = {}
         self._turn: _Turn | None = None
         self._timer: asyncio.Task[None] | None = None
-        self._own_interruptions: set[int] = set()
-        # Every interruption sent to stop a stalled LLM: not the caller's barge-in, so
-        # observers of the turn (the latency breakdown) must not read it as one.
+        # Every interruption sent to stop a stalled LLM: dropped when it comes back out, and
+        # not the caller's barge-in, so the turn's observer (the latency breakdown) ignores it.
         self.private_interruptions: set[int] = set()
 
     @staticmethod
@@ -184,9 +183,8 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
     # -- frames leaving the switcher ---------------------------------------------------------
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM):
-        if isinstance(frame, InterruptionFrame) and frame.id in self._own_interruptions:
-            self._own_interruptions.discard(frame.id)  # ours, sent to stop a stalled LLM
-            return
+        if isinstance(frame, InterruptionFrame) and frame.id in self.private_interruptions:
+            return  # ours, sent to stop a stalled LLM
         turn = self._turn
         if turn is not None and direction == FrameDirection.DOWNSTREAM:
             if isinstance(frame, LLMFullResponseStartFrame):
@@ -267,7 +265,6 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
         # Stop the stalled request so that LLM is free for later turns. Its output, if any,
         # is held back by its branch filter; the interruption it passes on is ours to drop.
         interruption = InterruptionFrame()
-        self._own_interruptions.add(interruption.id)
         self.private_interruptions.add(interruption.id)
         await stalled.queue_frame(interruption)
 

@@ -60,7 +60,7 @@ class Runtime:
             else None
         )
         if tracing.otlp_configured(os.environ):
-            tracing.setup_tracing(tracing.otlp_exporter(os.environ), batch=True)
+            tracing.setup_tracing(tracing.otlp_exporter(), batch=True)
             logger.info("traces (scrubbed of conversation text) go over OTLP/HTTP")
             if file_exporter is not None:
                 tracing.add_exporter(file_exporter)

@@ -85,26 +85,13 @@ class CallAttributesSpanProcessor(SpanProcessor):
 OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
-class TracingSetupError(ValueError):
-    """The OTEL_* variables ask for something this server cannot export to."""
-
-
 def otlp_configured(environ: Mapping[str, str]) -> bool:
     return any((environ.get(name) or "").strip() for name in OTLP_ENDPOINT_VARIABLES)
 
 
-def otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
-    """The OTLP span exporter the standard variables describe (HTTP/protobuf only)."""
-    protocol = (
-        environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    if protocol != "http/protobuf":
-        raise TracingSetupError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: this server exports "
-            "OTLP over HTTP (http/protobuf); point it at the collector's HTTP port (4318)"
-        )
+def otlp_exporter() -> SpanExporter:
+    """The OTLP/HTTP span exporter; it reads the standard OTEL_EXPORTER_OTLP_* variables
+    itself (the protocol is checked with the server's settings at start-up)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()

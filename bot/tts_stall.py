@@ -115,9 +115,8 @@ class TTSStallGuard(FrameProcessor):
         self.clock = _Clock()
         self._audio_seen = False
         self._timer: asyncio.Task[None] | None = None
-        self._own_interruptions: set[int] = set()
-        # Every interruption sent to stop a stalled TTS: not the caller's barge-in, so
-        # observers of the turn (the latency breakdown) must not read it as one.
+        # Every interruption sent to stop a stalled TTS: dropped when it comes back out, and
+        # not the caller's barge-in, so the turn's observer (the latency breakdown) ignores it.
         self.private_interruptions: set[int] = set()
         self.input_watch = TTSInputWatch(self)
 
@@ -141,9 +140,8 @@ class TTSStallGuard(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, InterruptionFrame) and frame.id in self._own_interruptions:
-            self._own_interruptions.discard(frame.id)  # ours, sent to the TTS alone
-            return
+        if isinstance(frame, InterruptionFrame) and frame.id in self.private_interruptions:
+            return  # ours, sent to the TTS alone
         if isinstance(frame, TTSAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
             self._audio_seen = True
             self.clock.waiting_since = None
@@ -164,7 +162,6 @@ class TTSStallGuard(FrameProcessor):
         self.clock.abandoned = True
         self.clock.waiting_since = None
         interruption = InterruptionFrame()
-        self._own_interruptions.add(interruption.id)
         self.private_interruptions.add(interruption.id)
         await self._tts.queue_frame(interruption)
         await self._play_phrase()

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import os
 import statistics
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ from bot.bench import DEFAULT_UTTERANCE, machine, run_latency, summarize, synthe
 from tests.bench_cloud import stage_lines
 from tests.fakes.suite import FakeSuite, Latencies
 from tests.support.background import BackgroundLoop
+from tests.support.otlp import OtlpReceiver
 from tests.support.servers import REPO, start_server
 
 TRANSPORTS = ("twilio", "webrtc")
@@ -43,80 +41,6 @@ TRANSPORTS = ("twilio", "webrtc")
 # exported (and their CPU spent) inside the window that is measured.
 SETTLE_SECS = 6.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class OtlpReceiver:
-    """A minimal OTLP/HTTP trace receiver on loopback: 200 to POST /v1/traces, counting."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.bytes = 0
-        self.spans = 0
-        self.undecoded = 0
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.path != "/v1/traces":
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                receiver.record(body, self.headers.get("Content-Encoding", ""))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def record(self, body: bytes, encoding: str) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        spans = None
-        try:
-            raw = gzip.decompress(body) if encoding == "gzip" else body
-            request = ExportTraceServiceRequest.FromString(raw)
-            spans = sum(
-                len(scope.spans)
-                for resource in request.resource_spans
-                for scope in resource.scope_spans
-            )
-        except Exception:
-            pass
-        with self._lock:
-            self.requests += 1
-            self.bytes += len(body)
-            if spans is None:
-                self.undecoded += 1
-            else:
-                self.spans += spans
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            return {
-                "requests": self.requests,
-                "bytes": self.bytes,
-                "spans": self.spans,
-                "undecoded": self.undecoded,
-            }
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -173,7 +97,7 @@ def config_env(name: str, scratch: Path, receiver: OtlpReceiver | None) -> dict[
         "VOICEBOT_LOG_LEVEL": "INFO",
         "VOICEBOT_SUMMARY_FILE": str(scratch / "summaries.jsonl"),
         "VOICEBOT_TRACE_FILE": "",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "",
     }
 

@@ -84,27 +84,14 @@ def exported() -> dict[str, Series]:
 # -- the checker -----------------------------------------------------------------------------
 
 
-def _close_paren(text: str, open_at: int) -> int:
-    """Index of the `)` that closes the `(` at `open_at`."""
+def _matching_paren(text: str, at: int) -> int:
+    """Index of the parenthesis that pairs with the one at `at` (forwards from a `(`,
+    backwards from a `)`)."""
+    step, inward = (1, "(") if text[at] == "(" else (-1, ")")
     depth = 0
-    for i in range(open_at, len(text)):
-        if text[i] == "(":
-            depth += 1
-        elif text[i] == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-    raise ValueError(f"unbalanced parentheses in {text!r}")
-
-
-def _open_paren(text: str, close_at: int) -> int:
-    """Index of the `(` that the `)` at `close_at` closes."""
-    depth = 0
-    for i in range(close_at, -1, -1):
-        if text[i] == ")":
-            depth += 1
-        elif text[i] == "(":
-            depth -= 1
+    for i in range(at, len(text) if step == 1 else -1, step):
+        if text[i] in "()":
+            depth += 1 if text[i] == inward else -1
             if depth == 0:
                 return i
     raise ValueError(f"unbalanced parentheses in {text!r}")
@@ -120,11 +107,11 @@ def _aggregated_body(expr: str, match: re.Match[str]) -> str | None:
     after = expr[match.end() :].lstrip()
     if after.startswith("("):
         start = len(expr) - len(after)
-        return expr[start + 1 : _close_paren(expr, start)]
+        return expr[start + 1 : _matching_paren(expr, start)]
     before = expr[: match.start()].rstrip()
     if before.endswith(")"):
         end = len(before) - 1
-        return expr[_open_paren(expr, end) + 1 : end]
+        return expr[_matching_paren(expr, end) + 1 : end]
     return None
 
 
@@ -180,7 +167,7 @@ def unguarded_divisions(expr: str) -> list[str]:
         if rest.startswith("clamp_min("):
             continue
         if rest.startswith("("):
-            inner = expr[start + 1 : _close_paren(expr, start)]
+            inner = expr[start + 1 : _matching_paren(expr, start)]
             if re.search(r">\s*0\s*$", inner):
                 continue
         problems.append(f"unguarded denominator: /{rest[:60]}")

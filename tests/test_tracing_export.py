@@ -14,26 +14,17 @@ hangs under the call's conversation span, and holds none of the conversation's w
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -41,6 +32,7 @@ from opentelemetry.trace import NonRecordingSpan
 
 from bot.caller.twilio import TwilioCaller, run_twilio_call
 from bot.tracing import CallAttributesSpanProcessor
+from tests.support.otlp import OtlpReceiver
 from tests.support.servers import REPO, RunningServer, start_server
 
 PIPECAT_SPANS = {"conversation", "turn", "stt", "llm", "tts"}
@@ -125,103 +117,6 @@ def test_in_memory_spans_of_a_phone_call(speech: dict[str, Path]) -> None:
 
 
 # ---- 2. over OTLP/HTTP --------------------------------------------------------------------
-
-
-class OtlpReceiver:
-    """A collector's OTLP/HTTP traces endpoint on loopback that keeps what it is sent."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.bodies: list[bytes] = []
-        self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                content_type = self.headers.get("Content-Type") or ""
-                receiver.requests.append(("POST", self.path, content_type))
-                if self.path != "/v1/traces" or content_type != "application/x-protobuf":
-                    self.send_error(404 if self.path != "/v1/traces" else 415)
-                    return
-                receiver.bodies.append(body)
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def do_GET(self) -> None:
-                receiver.requests.append(("GET", self.path, ""))
-                self.send_error(405)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = int(self.server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def exports(self) -> list[ExportTraceServiceRequest]:
-        return [ExportTraceServiceRequest.FromString(body) for body in list(self.bodies)]
-
-    def spans(self) -> list[dict[str, Any]]:
-        """The spans received, flattened, each with its resource's attributes."""
-        spans = []
-        for export in self.exports():
-            for resource_spans in export.resource_spans:
-                resource = attributes_of(resource_spans.resource.attributes)
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        spans.append(
-                            {
-                                "name": span.name,
-                                "span_id": span.span_id.hex(),
-                                "parent_id": span.parent_span_id.hex() or None,
-                                "attributes": attributes_of(span.attributes),
-                                "resource": resource,
-                            }
-                        )
-        return spans
-
-    def wait_for_spans(self, call_sid: str, timeout: float = 15.0) -> list[dict[str, Any]]:
-        """Until the call's conversation span (the last to end) has arrived."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            spans = self.spans()
-            if any(
-                span["name"] == "conversation" and span["attributes"].get("call.id") == call_sid
-                for span in spans
-            ):
-                time.sleep(0.5)  # anything exported in the same breath
-                return self.spans()
-            time.sleep(0.2)
-        raise AssertionError(
-            f"no conversation span for {call_sid} after {timeout}s; "
-            f"requests: {self.requests[:5]}, spans: {[s['name'] for s in self.spans()]}"
-        )
-
-
-def any_value(value: AnyValue) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return [any_value(item) for item in value.array_value.values]
-    if kind == "kvlist_value":
-        return attributes_of(value.kvlist_value.values)
-    return getattr(value, kind) if kind is not None else None
-
-
-def attributes_of(key_values: Any) -> dict[str, Any]:
-    return {item.key: any_value(item.value) for item in key_values}
 
 
 @pytest.fixture
