@@ -71,21 +71,60 @@ def test_dockerignore_keeps_the_virtualenv_out() -> None:
     assert ".venv" in ignored and ".git" in ignored
 
 
+def fly_seconds(value: str | int) -> float:
+    """A fly.toml duration ("300s", "5m" or a bare number of seconds) in seconds."""
+    if isinstance(value, int):
+        return float(value)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|m)?", value.strip())
+    assert match, f"unreadable duration {value!r}"
+    return float(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
 def test_fly_toml_serves_port_7860_with_health_check_and_limits() -> None:
     fly = tomllib.loads((REPO / "fly.toml").read_text())
     service = fly["http_service"]
     assert service["internal_port"] == 7860
     assert service["force_https"] is True
     assert service["auto_stop_machines"] in ("off", False), "stopping machines drops calls"
+    assert service["auto_start_machines"] is True
+    assert service["min_machines_running"] >= 1
     concurrency = service["concurrency"]
-    assert concurrency["type"] == "connections"
-    assert 0 < concurrency["soft_limit"] <= concurrency["hard_limit"]
+    assert concurrency["type"] == "connections", "one call is one long-lived connection"
+    assert (concurrency["soft_limit"], concurrency["hard_limit"]) == (80, 100), (
+        "soft/hard limits come from BENCHMARKS.md's calls per core (update both together)"
+    )
     checks = service["checks"]
-    assert any(check["path"] == "/healthz" and check["method"] == "GET" for check in checks)
+    assert any(check["path"] == "/readyz" and check["method"] == "GET" for check in checks), (
+        "the proxy must stop sending connections to a starting or draining machine: /readyz"
+    )
     assert fly["build"]["dockerfile"] == "Dockerfile" and (REPO / "Dockerfile").is_file()
     pipeline = fly["env"]["VOICEBOT_PIPELINE"].removeprefix("/app/")
     loaded = load_pipeline(REPO / pipeline, environ={})
     assert loaded.config.name == "cloud"
+
+
+def test_fly_toml_lets_calls_drain_before_the_machine_is_killed() -> None:
+    from bot.settings import ServerSettings
+
+    fly = tomllib.loads((REPO / "fly.toml").read_text())
+    assert fly["kill_signal"] == "SIGTERM", "the server drains on SIGTERM"
+    kill_timeout = fly_seconds(fly["kill_timeout"])
+    assert kill_timeout <= 300, "Fly's maximum kill_timeout is 300 s"
+    settings = ServerSettings.from_env(dict(fly["env"]))
+    drain = float(fly["env"]["VOICEBOT_DRAIN_SECONDS"])
+    assert settings.drain_secs == drain, "the server does not read VOICEBOT_DRAIN_SECONDS"
+    assert drain + 15 <= kill_timeout, (
+        f"VOICEBOT_DRAIN_SECONDS {drain} leaves no time to say goodbye before kill_timeout "
+        f"{kill_timeout}s"
+    )
+
+
+def test_fly_toml_runs_one_process_on_a_one_cpu_machine() -> None:
+    fly = tomllib.loads((REPO / "fly.toml").read_text())
+    (vm,) = fly["vm"]
+    assert vm["size"] in ("shared-cpu-1x", "performance-1x"), "one server process uses one core"
+    memory = vm["memory"].lower()
+    assert memory.endswith("gb") and float(memory.removesuffix("gb")) >= 1, memory
 
 
 def test_health_routes_exist() -> None:
