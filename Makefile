@@ -10,14 +10,24 @@ PIP    := $(BIN)/python -m pip
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint lock models clean
+.PHONY: run test lint lock models clean deps-debian
 
 run: $(VENV)/.runtime
 	$(BIN)/voicebot serve --pipeline pipelines/local.yaml --port 7860
 
-test: $(VENV)/.test
+test: deps-debian $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Debian packages the tests use, installed when missing and apt-get is there (root, else sudo):
+# haproxy (tests/test_load_balancer.py, deploy/haproxy/haproxy.cfg).
+deps-debian:
+	@if ! command -v haproxy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing haproxy (Debian) for the tests"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
+	fi
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

@@ -69,8 +69,27 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def spawned_server(pipeline: str, log_path: Path, timeout: float = 120.0) -> Iterator[str]:
-    """`voicebot serve` on a free loopback port, until the block ends."""
+def spawned_server(
+    pipeline: str,
+    log_path: Path,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """`voicebot serve` on a free loopback port, until the block ends; yields its URL."""
+    with spawned_server_process(pipeline, log_path, timeout, env) as (url, _process):
+        yield url
+
+
+@contextlib.contextmanager
+def spawned_server_process(
+    pipeline: str,
+    log_path: Path,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`voicebot serve` on a free loopback port (with `env` added to this environment, pinned
+    to `cpus` if given), ready to take calls; yields its URL and process."""
     port = _free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -78,7 +97,10 @@ def spawned_server(pipeline: str, log_path: Path, timeout: float = 120.0) -> Ite
              "--host", "127.0.0.1", "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
+    if cpus:
+        os.sched_setaffinity(process.pid, cpus)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -92,7 +114,7 @@ def spawned_server(pipeline: str, log_path: Path, timeout: float = 120.0) -> Ite
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready after {timeout}s; see {log_path}")
             time.sleep(0.25)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -22,6 +22,8 @@ class CallRegistry:
         self._sessions: dict[str, CallSession] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()  # set while no call is running
+        self._idle.set()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -40,6 +42,7 @@ class CallRegistry:
         """Run a call in the current task until it ends, whatever happens inside it."""
         call = session.call
         self._sessions[call.call_id] = session
+        self._idle.clear()
         current = asyncio.current_task()
         if current is not None:
             self._tasks[call.call_id] = current
@@ -66,10 +69,25 @@ class CallRegistry:
                 CALL_DURATION.labels(*labels).observe(duration)
                 self._sessions.pop(call.call_id, None)
                 self._tasks.pop(call.call_id, None)
+                if not self._sessions:
+                    self._idle.set()
                 logger.info(f"call ended ({outcome}) after {duration:.1f}s")
                 session.write_summary(
                     outcome=outcome, duration_secs=duration, started_at=started_wall
                 )
+
+    async def wait_idle(self, max_secs: float, interrupt: asyncio.Event | None = None) -> bool:
+        """Wait until no call is left, at most `max_secs` seconds or until `interrupt` is set;
+        True when no call is left."""
+        waiters = [asyncio.create_task(self._idle.wait())]
+        if interrupt is not None:
+            waiters.append(asyncio.create_task(interrupt.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=max_secs, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return not self._sessions
 
     async def end_all(self, grace_secs: float) -> None:
         """Ask every call to end politely, then cancel what is left after `grace_secs`."""

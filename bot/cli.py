@@ -19,6 +19,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from bot.config import PipelineFileError
     from bot.logs import configure_logging
+    from bot.runtime import CONNECTIONS_GRACE_SECS, DrainingServer
     from bot.settings import ServerSettings, SettingsError
 
     os.environ["VOICEBOT_PIPELINE"] = str(resolve_pipeline_path(args.pipeline))
@@ -37,15 +38,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except PipelineFileError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_INVALID
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level="warning",
         log_config=None,  # uvicorn's records go through loguru (bot.logs)
-        timeout_graceful_shutdown=15,
+        # SIGTERM/SIGINT drain the calls first (VOICEBOT_DRAIN_SECONDS, see DrainingServer);
+        # after that uvicorn only has idle connections left to close.
+        timeout_graceful_shutdown=CONNECTIONS_GRACE_SECS,
     )
-    return 0
+    server = DrainingServer(config, app.state.runtime)
+    server.run()
+    return 0 if server.started else 3  # 3: uvicorn's STARTUP_FAILURE
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -102,6 +107,39 @@ def _cmd_bench_latency(args: argparse.Namespace) -> int:
     return asyncio.run(bench_latency(args))
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 10,25,50, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def _cmd_bench_load(args: argparse.Namespace) -> int:
+    from bot.bench_load import bench_load, dump
+
+    result = asyncio.run(bench_load(args))
+    if args.json:
+        print(dump(result))
+    else:
+        print(f"calls per core within the rule: {result['calls_per_core']} "
+              f"(baseline p95 {result['baseline']['first_reply_audio_ms']['p95']} ms)")
+    return 0
+
+
+def _cmd_bench_soak(args: argparse.Namespace) -> int:
+    from bot.bench_load import bench_soak, dump, print_soak
+
+    result = asyncio.run(bench_soak(args))
+    if args.json:
+        print(dump(result))
+    else:
+        print_soak(result)
+    return 0 if result["failed_calls"] == 0 else 1
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from bot import models
 
@@ -149,6 +187,39 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--wav", help="the caller's utterance (default: synthesised)")
     latency.add_argument("--json", action="store_true")
     latency.set_defaults(func=_cmd_bench_latency)
+
+    pin_help = "server on CPU 0 alone, fakes and callers on the rest (default with 2+ CPUs)"
+    load = bench_kinds.add_parser(
+        "load", help="concurrent Twilio calls against one server process, ramping N"
+    )
+    load.add_argument("--steps", type=_int_list, default=[10, 25, 50, 75, 100],
+                      help="concurrent calls per step, comma-separated")
+    load.add_argument("--hold", type=float, default=30.0, help="seconds measured per step")
+    load.add_argument("--ramp", type=float, default=5.0, help="seconds to start a step's calls")
+    load.add_argument("--turns", type=int, default=3, help="turns per call")
+    load.add_argument("--baseline-turns", type=int, default=20)
+    load.add_argument("--max-added-ms", type=float, default=50.0,
+                      help="allowed first-reply p95 over the one-call baseline")
+    load.add_argument("--gap-ms", type=float, default=100.0, help="audio gap threshold")
+    load.add_argument("--stop-on-fail", action="store_true")
+    load.add_argument("--wav", help="the caller's utterance (default: synthesised)")
+    load.add_argument("--pin", action=argparse.BooleanOptionalAction,
+                      default=(os.cpu_count() or 1) >= 2, help=pin_help)
+    load.add_argument("--keep-logs", metavar="DIR", help="keep the server's and fakes' logs")
+    load.add_argument("--json", action="store_true")
+    load.set_defaults(func=_cmd_bench_load)
+
+    soak = bench_kinds.add_parser("soak", help="many calls in sequence: RSS and fds, before/after")
+    soak.add_argument("--calls", type=int, default=500)
+    soak.add_argument("--lanes", type=int, default=1, help="calls at a time")
+    soak.add_argument("--warmup", type=int, default=20, help="calls before the first reading")
+    soak.add_argument("--gap-ms", type=float, default=100.0)
+    soak.add_argument("--wav", help="the caller's utterance (default: synthesised)")
+    soak.add_argument("--pin", action=argparse.BooleanOptionalAction,
+                      default=(os.cpu_count() or 1) >= 2, help=pin_help)
+    soak.add_argument("--keep-logs", metavar="DIR")
+    soak.add_argument("--json", action="store_true")
+    soak.set_defaults(func=_cmd_bench_soak)
 
     prepare = commands.add_parser("models", help="join and verify the offline models")
     prepare.set_defaults(func=_cmd_models)

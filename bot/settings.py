@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ DEFAULT_PIPELINE = "pipelines/local.yaml"
 DEFAULT_DAILY_API_URL = "https://api.daily.co/v1"
 DEFAULT_DAILY_ROOM_EXPIRY_SECS = 1200
 DEFAULT_DAILY_API_TIMEOUT_SECS = 10.0
+DEFAULT_DRAIN_SECS = 10.0
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -45,6 +47,8 @@ class ServerSettings:
     daily_api_url: str = DEFAULT_DAILY_API_URL
     daily_room_expiry_secs: int = DEFAULT_DAILY_ROOM_EXPIRY_SECS
     daily_api_timeout_secs: float = DEFAULT_DAILY_API_TIMEOUT_SECS
+    # SIGTERM/SIGINT: how long calls in flight may go on before the server ends them.
+    drain_secs: float = DEFAULT_DRAIN_SECS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
@@ -89,6 +93,7 @@ class ServerSettings:
             daily_api_timeout_secs=_positive(
                 "DAILY_API_TIMEOUT_SECS", env, DEFAULT_DAILY_API_TIMEOUT_SECS
             ),
+            drain_secs=_positive("VOICEBOT_DRAIN_SECONDS", env, DEFAULT_DRAIN_SECS),
         )
 
     @property
@@ -141,6 +146,8 @@ def _positive(name: str, env: Mapping[str, str], default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number of seconds, got {raw!r}")
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
     return value

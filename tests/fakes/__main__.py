@@ -1,7 +1,7 @@
 """`python -m tests.fakes --port 9100`: every fake provider on one loopback port.
 
 Prints, one `export VAR=value` a line, the environment that points `pipelines/cloud.yaml` at
-the fakes, then serves until interrupted:
+the fakes, then `# ready` once they are warm, and serves until interrupted:
 
     eval "$(python -m tests.fakes --port 9100 --print-env-only)"   # in one shell, or:
     python -m tests.fakes --port 9100 > /tmp/fakes.env &
@@ -16,6 +16,8 @@ import shlex
 import sys
 
 from tests.fakes.suite import Latencies, running_fakes
+
+READY_LINE = "# ready"  # on stdout after the exports, once the fakes are warm
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +64,7 @@ async def serve(args: argparse.Namespace) -> None:
         if args.transcript is None:
             await asyncio.to_thread(suite.deepgram.transcribe_blocking, _silence(), 16000)
         await suite.elevenlabs.warm()
+        print(READY_LINE, flush=True)
         await asyncio.Event().wait()
 
 
