@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import deepgram.listen.v1.client as deepgram_listen_client
 import pipecat.services.deepgram.stt as pipecat_deepgram
 from deepgram.listen.v1.types import ListenV1Results
 from loguru import logger
@@ -37,6 +38,17 @@ def _quick_first_retry(attempt: int, *args: Any, **kwargs: Any) -> float:
     if attempt <= 1:
         return FIRST_RETRY_SECS
     return exponential_backoff_time(attempt, *args, **kwargs)
+
+
+def _uncompressed_connect(*args: Any, **kwargs: Any) -> Any:
+    """The SDK's socket without permessage-deflate: raw PCM hardly compresses, and deflating
+    every 20 ms frame cost ~0.3 % of a core per call (BENCHMARKS.md, capacity)."""
+    kwargs.setdefault("compression", None)
+    return _sdk_connect(*args, **kwargs)
+
+
+_sdk_connect = deepgram_listen_client.websockets_client_connect
+deepgram_listen_client.websockets_client_connect = _uncompressed_connect
 
 
 class ResilientDeepgramSTTService(DeepgramSTTService):

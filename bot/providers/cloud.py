@@ -7,11 +7,31 @@ through the pipeline file's `${VAR}` interpolation and are never logged.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
+
+from pydantic import BaseModel
 
 from bot.call import CallInfo
 from bot.providers.http_clients import pool_limits, shared_client
 from bot.stage_options import AnthropicOptions, DeepgramOptions, ElevenLabsOptions, OpenAIOptions
+
+
+def _importer(*modules: str) -> Any:
+    """A start-up hook that imports a provider's SDK and Pipecat service (a second or more of
+    imports), so the first call does not wait for them."""
+
+    def preload(_options: BaseModel) -> None:
+        for module in modules:
+            importlib.import_module(module)
+
+    return preload
+
+
+preload_deepgram = _importer("pipecat.services.deepgram.stt", "bot.deepgram_stt")
+preload_anthropic = _importer("anthropic", "pipecat.services.anthropic.llm")
+preload_openai = _importer("openai", "pipecat.services.openai.llm")
+preload_elevenlabs = _importer("pipecat.services.elevenlabs.tts")
 
 
 def make_deepgram_stt(options: DeepgramOptions, call: CallInfo) -> Any:

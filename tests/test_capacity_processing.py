@@ -1,0 +1,101 @@
+"""The per-call work cut for capacity (BENCHMARKS.md, "Capacity"): Silero scores on the event
+loop with a lean call around the shared session, deciding exactly as Pipecat's analyzer does,
+and the caller's audio ends after the user aggregator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+from pipecat.frames.frames import InputAudioRawFrame, TextFrame
+from pipecat.tests.utils import run_test
+
+from bot.audio_analyzers import SharedSileroVADAnalyzer
+from bot.caller.audio import resample
+from bot.caller_audio_sink import CallerAudioSink
+from tests.support.speech import synthesize
+
+RATE = 8000
+
+
+def _call_audio() -> np.ndarray:
+    """Two utterances (each with pauses between words) with digital silence and a quiet line
+    hiss around them, at 8 kHz."""
+    speech, rate = synthesize("What color is the sky on a clear day?")
+    speech = resample(speech, rate, RATE)
+    hiss = (np.random.default_rng(3).normal(0, 8, RATE)).astype(np.int16)  # about -72 dBFS
+    silence = np.zeros(RATE, dtype=np.int16)
+    return np.concatenate([silence, speech, hiss, speech, silence]).astype(np.int16)
+
+
+def _states(analyzer: SileroVADAnalyzer, audio: np.ndarray) -> list[VADState]:
+    analyzer.set_sample_rate(RATE)
+    step = RATE // 50  # 20 ms frames, as the transport delivers them
+
+    async def run() -> list[VADState]:
+        return [
+            await analyzer.analyze_audio(audio[i : i + step].tobytes())
+            for i in range(0, len(audio) - step + 1, step)
+        ]
+
+    return asyncio.run(run())
+
+
+def _speech_runs(states: list[VADState]) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for index, state in enumerate(states):
+        speaking = state == VADState.SPEAKING
+        if speaking and start is None:
+            start = index
+        elif not speaking and start is not None:
+            runs.append((start, index))
+            start = None
+    return runs
+
+
+def test_our_silero_decides_as_pipecats_on_the_loop_without_a_thread() -> None:
+    audio = _call_audio()
+    ours = SharedSileroVADAnalyzer(params=VADParams(stop_secs=0.2))
+    ours_runs = _speech_runs(_states(ours, audio))
+    stock = SileroVADAnalyzer(params=VADParams(stop_secs=0.2))  # Pipecat's, its own session
+    stock_runs = _speech_runs(_states(stock, audio))
+    assert stock._executor._threads, "the comparison should run Pipecat's threaded path"
+
+    assert len(stock_runs) == 2, stock_runs
+    assert len(ours_runs) == len(stock_runs), (ours_runs, stock_runs)
+    assert ours_runs == stock_runs
+    assert not ours._executor._threads, "a worker thread was started"
+
+
+def test_the_sink_ends_the_callers_audio_and_passes_everything_else() -> None:
+    audio = InputAudioRawFrame(audio=b"\x00\x00" * 160, sample_rate=RATE, num_channels=1)
+    text = TextFrame("hello")
+
+    async def run() -> None:
+        await run_test(
+            CallerAudioSink(),
+            frames_to_send=[audio, text],
+            expected_down_frames=[TextFrame],
+        )
+
+    asyncio.run(run())
+
+
+def test_our_silero_scores_every_window_as_pipecats_model() -> None:
+    audio = _call_audio()
+    ours = SharedSileroVADAnalyzer(sample_rate=RATE)
+    stock = SileroVADAnalyzer(sample_rate=RATE)
+    for analyzer in (ours, stock):
+        analyzer.set_sample_rate(RATE)
+    window = ours.num_frames_required()
+    pairs = [
+        (np.asarray(ours.voice_confidence(chunk)).item(),
+         np.asarray(stock.voice_confidence(chunk)).item())
+        for chunk in (
+            audio[i : i + window].tobytes() for i in range(0, len(audio) - window + 1, window)
+        )
+    ]
+    assert max(abs(a - b) for a, b in pairs) < 1e-5
+    assert max(b for _, b in pairs) > 0.9  # the speech was scored as speech
