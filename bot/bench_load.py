@@ -335,7 +335,11 @@ def passes(step: dict[str, Any], baseline_p95: float, max_added_ms: float) -> bo
 
 @contextlib.contextmanager
 def bench_stack(
-    scratch: Path, transcript: str, pin: bool, env: dict[str, str] | None = None
+    scratch: Path,
+    transcript: str,
+    pin: bool,
+    env: dict[str, str] | None = None,
+    pipeline: str = CLOUD_PIPELINE,
 ) -> Iterator[tuple[str, Processes]]:
     """The fakes and a server on `pipelines/cloud.yaml`; with `pin`, CPU 0 is the server's and
     the others are the fakes' and this process's."""
@@ -347,7 +351,7 @@ def bench_stack(
     with (
         fakes_process(transcript, scratch / "fakes.log", others) as (fakes_env, fakes),
         spawned_server_process(
-            CLOUD_PIPELINE,
+            pipeline,
             scratch / "server.log",
             env={**fakes_env, "VOICEBOT_LOG_LEVEL": "WARNING", **(env or {})},
             cpus=server_cpus,
@@ -366,7 +370,10 @@ async def bench_load(args: Any) -> dict[str, Any]:
         scratch = Path(args.keep_logs) if args.keep_logs else Path(tmp)
         scratch.mkdir(parents=True, exist_ok=True)
         utterance, transcript = _prepare_utterance(scratch, args.wav, DEFAULT_UTTERANCE)
-        with bench_stack(scratch, transcript, args.pin) as (url, processes):
+        with bench_stack(scratch, transcript, args.pin, pipeline=args.pipeline) as (
+            url,
+            processes,
+        ):
             step_args = dict(utterance=utterance, turns=args.turns, gap_ms=args.gap_ms)
             # Warm-up: the fakes' TTS cache, the server's first-call paths.
             await run_step(url, processes, 1, ramp_secs=0, hold_secs=0, min_turns=1, **step_args)
@@ -425,7 +432,10 @@ async def bench_soak(args: Any) -> dict[str, Any]:
         scratch = Path(args.keep_logs) if args.keep_logs else Path(tmp)
         scratch.mkdir(parents=True, exist_ok=True)
         utterance, transcript = _prepare_utterance(scratch, args.wav, SOAK_UTTERANCE)
-        with bench_stack(scratch, transcript, args.pin) as (url, processes):
+        with bench_stack(scratch, transcript, args.pin, pipeline=args.pipeline) as (
+            url,
+            processes,
+        ):
             done = 0
             records: list[CallRecord] = []
             readings: dict[str, Any] = {}

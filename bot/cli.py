@@ -129,6 +129,12 @@ def _cmd_bench_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_setup(args: argparse.Namespace) -> int:
+    from bot.bench_setup import bench_setup
+
+    return asyncio.run(bench_setup(args))
+
+
 def _cmd_bench_soak(args: argparse.Namespace) -> int:
     from bot.bench_load import bench_soak, dump, print_soak
 
@@ -189,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     latency.set_defaults(func=_cmd_bench_latency)
 
     pin_help = "server on CPU 0 alone, fakes and callers on the rest (default with 2+ CPUs)"
+    cloud_pipeline = str(resolve_pipeline_path("pipelines/cloud.yaml"))
+    pipeline_help = "a pipeline with cloud.yaml's providers (they are played by the fakes)"
     load = bench_kinds.add_parser(
         "load", help="concurrent Twilio calls against one server process, ramping N"
     )
@@ -206,8 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--pin", action=argparse.BooleanOptionalAction,
                       default=(os.cpu_count() or 1) >= 2, help=pin_help)
     load.add_argument("--keep-logs", metavar="DIR", help="keep the server's and fakes' logs")
+    load.add_argument("--pipeline", default=cloud_pipeline, help=pipeline_help)
     load.add_argument("--json", action="store_true")
     load.set_defaults(func=_cmd_bench_load)
+
+    setup = bench_kinds.add_parser(
+        "setup", help="call set-up: Twilio start / WebRTC offer to the greeting, offer to connected"
+    )
+    setup_target = setup.add_mutually_exclusive_group()
+    setup_target.add_argument("--url", default="http://localhost:7860", help="a running server")
+    setup_target.add_argument("--pipeline", help="start a server with this pipeline file instead")
+    setup.add_argument("--fakes", action="store_true",
+                       help="with --pipeline: providers played by `python -m tests.fakes`")
+    setup.add_argument("--transport", action="append", choices=("twilio", "webrtc"), default=None)
+    setup.add_argument("--calls", type=int, default=20)
+    setup.add_argument("--json", action="store_true")
+    setup.set_defaults(func=_cmd_bench_setup)
 
     soak = bench_kinds.add_parser("soak", help="many calls in sequence: RSS and fds, before/after")
     soak.add_argument("--calls", type=int, default=500)
@@ -218,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--pin", action=argparse.BooleanOptionalAction,
                       default=(os.cpu_count() or 1) >= 2, help=pin_help)
     soak.add_argument("--keep-logs", metavar="DIR")
+    soak.add_argument("--pipeline", default=cloud_pipeline, help=pipeline_help)
     soak.add_argument("--json", action="store_true")
     soak.set_defaults(func=_cmd_bench_soak)
 

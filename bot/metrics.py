@@ -119,3 +119,9 @@ ICE_STATE_TRANSITIONS = Counter(
     "failed, closed)",
     ["pipeline", "state"],
 )
+PHRASE_CACHE = Counter(
+    "voicebot_phrase_cache_total",
+    "Fixed phrases (greeting, idle prompt, goodbye) played from the phrase cache (hit) or "
+    "synthesised by the TTS provider (miss)",
+    ["pipeline", "result"],
+)

@@ -30,9 +30,11 @@ from pipecat.workers.runner import WorkerRunner
 from bot import observability
 from bot.call import CallInfo
 from bot.call_observer import CallObserver, StageOwner, SummaryFile
+from bot.caller_audio_sink import CallerAudioSink
 from bot.config import STAGES, LoadedPipeline
 from bot.context_window import ContextWindow
 from bot.llm_failover import TurnFailoverLLMSwitcher
+from bot.phrase_cache import for_call as phrase_cache_for_call
 from bot.registry import get_provider
 from bot.tracing import tracing_enabled
 from bot.tts_stall import TTSStallGuard
@@ -91,6 +93,9 @@ class CallSession:
             events=call.events,
         )
         tts = _build_stage(loaded, "tts", "tts", config.tts.provider, call)
+        # The greeting, idle prompt and goodbye: synthesised once per process and output rate,
+        # then played from the phrase cache (bot/phrase_cache.py) without the provider.
+        self.phrases = phrase_cache_for_call(loaded, call)
         tts_stages: list[Any] = [tts]
         guard: TTSStallGuard | None = None
         if config.tts.stall_timeout_secs is not None:
@@ -102,6 +107,8 @@ class CallSession:
                 events=call.events,
             )
             tts_stages = [guard.input_watch, tts, guard]
+        tts_stages = [self.phrases.gate, *tts_stages]
+        tts_stages.insert(tts_stages.index(tts) + 1, self.phrases.player)
 
         self.context = LLMContext()
         aggregators = LLMContextAggregatorPair(
@@ -122,6 +129,7 @@ class CallSession:
                 self.stt,
                 redactor,
                 user_aggregator,
+                CallerAudioSink(),  # nothing after here listens to the caller's audio
                 ContextWindow(config.llm.max_context_messages),
                 llm,
                 *tts_stages,
