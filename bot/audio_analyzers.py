@@ -7,11 +7,16 @@ outside it, so each call gets its own analyzer around one process-wide session.
 Silero scores a window 31 times a second per call, and one window takes ~0.3 ms: less than the
 hop to a worker thread that Pipecat makes for every 20 ms frame (a future, a thread wake-up and
 a loop wake-up). So windows are scored on the event loop. The end-of-turn model (~80 ms a
-decision) stays on its own thread.
+decision) runs off the loop on one process-wide thread at a lower priority, so a burst of
+decisions queues there instead of starving every call's audio.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 import numpy as np
@@ -110,10 +115,29 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         return self._run_analyzer(buffer)
 
 
+def _lower_thread_priority() -> None:
+    """Run this thread at nice 10: the event loop (every call's audio) comes first."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TURN_MODEL_NICENESS)
+
+
+TURN_MODEL_NICENESS = 10
+# One thread for every call's end-of-turn decisions: they queue instead of each call's own
+# thread taking a share of the core from the event loop while it runs (~80 ms a decision).
+_TURN_MODEL_EXECUTOR = ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="smart-turn", initializer=_lower_thread_priority
+)
+
+
 class SharedSmartTurnAnalyzerV3(LocalSmartTurnAnalyzerV3):
-    """`LocalSmartTurnAnalyzerV3` that reuses the process-wide smart-turn session."""
+    """`LocalSmartTurnAnalyzerV3` that reuses the process-wide smart-turn session and runs on
+    the process-wide, lower-priority end-of-turn thread."""
 
     def __init__(self, *, cpu_count: int = 1, params: SmartTurnParams | None = None, **kwargs):
         BaseSmartTurn.__init__(self, params=params, **kwargs)
         self._log_data = False
         self._session = smart_turn_session(cpu_count)
+
+    @property
+    def _model_executor(self) -> ThreadPoolExecutor:
+        return _TURN_MODEL_EXECUTOR  # never `self._executor`: a call's clean-up must not stop it

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import HTTPException, Request, WebSocket
 from loguru import logger
-from pipecat.frames.frames import Frame
+from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketParams,
@@ -36,6 +37,11 @@ from bot.pipeline import CallSession
 from bot.settings import ServerSettings
 
 PHONE_SAMPLE_RATE = 8000
+# The pipeline takes the caller's audio in 40 ms frames: two of Twilio's 20 ms media messages
+# each. Every frame costs the same queue hops and observer reports whatever its length, so this
+# halves the per-frame work of a call's busiest stream for at most 20 ms of waiting
+# (BENCHMARKS.md, "Capacity").
+INPUT_FRAME_MS = int(os.environ.get("VOICEBOT_BENCH_INPUT_FRAME_MS", "40"))
 STREAM_PATH = "/twilio/stream"
 STATUS_PATH = "/twilio/status"
 START_TIMEOUT_SECS = 10.0
@@ -185,7 +191,8 @@ async def read_start(websocket: WebSocket) -> StreamStart:
 
 
 class GuardedTwilioSerializer(TwilioFrameSerializer):
-    """Twilio's serializer, but one malformed frame is dropped instead of ending the call.
+    """Twilio's serializer, but one malformed frame is dropped instead of ending the call, and
+    the caller's audio is handed on in INPUT_FRAME_MS frames.
 
     Pipecat's input transport stops reading the socket at the first exception a frame raises
     (invalid base64, a JSON array instead of an object, ...); here the frame is logged and
@@ -194,9 +201,14 @@ class GuardedTwilioSerializer(TwilioFrameSerializer):
 
     _bad_frames = 0
 
+    def __init__(self, *args: Any, input_frame_ms: int = INPUT_FRAME_MS, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._frame_bytes = PHONE_SAMPLE_RATE * 2 * input_frame_ms // 1000
+        self._pending = bytearray()
+
     async def deserialize(self, data: str | bytes) -> Frame | None:
         try:
-            return await super().deserialize(data)
+            frame = await super().deserialize(data)
         except Exception as exc:
             self._bad_frames += 1
             if self._bad_frames <= 5 or self._bad_frames % 500 == 0:
@@ -204,6 +216,13 @@ class GuardedTwilioSerializer(TwilioFrameSerializer):
                     f"dropped malformed Twilio frame #{self._bad_frames}: {type(exc).__name__}"
                 )
             return None
+        if not isinstance(frame, InputAudioRawFrame):
+            return frame
+        self._pending += frame.audio
+        if len(self._pending) < self._frame_bytes:
+            return None
+        audio, self._pending = bytes(self._pending), bytearray()
+        return InputAudioRawFrame(audio=audio, num_channels=1, sample_rate=frame.sample_rate)
 
     async def _hang_up_call(self) -> None:
         """Pipecat's REST hang-up (it logs error answers itself), bounded in time: the media
