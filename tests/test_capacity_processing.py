@@ -99,3 +99,50 @@ def test_our_silero_scores_every_window_as_pipecats_model() -> None:
     ]
     assert max(abs(a - b) for a, b in pairs) < 1e-5
     assert max(b for _, b in pairs) > 0.9  # the speech was scored as speech
+
+
+def test_the_callers_audio_enters_the_pipeline_in_40_ms_frames() -> None:
+    import base64
+    import json
+
+    from pipecat.frames.frames import InputDTMFFrame
+    from pipecat.serializers.twilio import TwilioFrameSerializer
+
+    from transports.twilio import GuardedTwilioSerializer
+
+    serializer = GuardedTwilioSerializer(
+        stream_sid="MZ0", params=TwilioFrameSerializer.InputParams(auto_hang_up=False)
+    )
+
+    def media(byte: int) -> str:
+        payload = base64.b64encode(bytes([byte]) * 160).decode()  # 20 ms of μ-law
+        return json.dumps({"event": "media", "media": {"payload": payload}})
+
+    async def run() -> list:
+        await serializer.setup(_frame_setup())
+        return [
+            await serializer.deserialize(message)
+            for message in (
+                media(0x10),
+                json.dumps({"event": "dtmf", "dtmf": {"digit": "5"}}),
+                media(0x90),
+                media(0x10),
+                "not json at all",
+                media(0x90),
+            )
+        ]
+
+    first, dtmf, second, held, bad, third = asyncio.run(run())
+    assert first is None and held is None and bad is None
+    assert isinstance(dtmf, InputDTMFFrame)  # a key press is not held back with the audio
+    for frame in (second, third):
+        assert isinstance(frame, InputAudioRawFrame)
+        assert frame.sample_rate == RATE and len(frame.audio) == RATE * 2 * 40 // 1000
+        halves = np.frombuffer(frame.audio, np.int16).reshape(2, 160)
+        assert np.sign(halves[0][0]) != np.sign(halves[1][0])  # both messages, in order
+
+
+def _frame_setup():  # type: ignore[no-untyped-def]
+    from pipecat.frames.frames import StartFrame
+
+    return StartFrame(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE)

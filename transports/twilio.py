@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +40,7 @@ PHONE_SAMPLE_RATE = 8000
 # each. Every frame costs the same queue hops and observer reports whatever its length, so this
 # halves the per-frame work of a call's busiest stream for at most 20 ms of waiting
 # (BENCHMARKS.md, "Capacity").
-INPUT_FRAME_MS = int(os.environ.get("VOICEBOT_BENCH_INPUT_FRAME_MS", "40"))
+INPUT_FRAME_MS = 40
 STREAM_PATH = "/twilio/stream"
 STATUS_PATH = "/twilio/status"
 START_TIMEOUT_SECS = 10.0
