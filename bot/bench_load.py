@@ -256,10 +256,14 @@ async def run_step(
     hold_secs: float,
     gap_ms: float,
     min_turns: int = 0,
+    base_rss: int | None = None,
 ) -> dict[str, Any]:
     """`calls` lanes of back-to-back calls; measured after the ramp for `hold_secs` (and, with
-    `min_turns`, until that many turns were heard)."""
+    `min_turns`, until that many turns were heard). RSS per call is counted from `base_rss`
+    (the warm server before any step: memory that earlier steps left in the allocator is not
+    per-call memory) or, without it, from this step's start."""
     idle = processes.read()
+    base = base_rss if base_rss is not None else idle["server"].rss_bytes
     t0 = time.monotonic()
     measure_from = t0 + ramp_secs
     stop_at = measure_from + hold_secs
@@ -316,10 +320,8 @@ async def run_step(
         "callers_core_share": round(shares["callers"], 3),
         "fakes_core_share": round(shares["fakes"], 3),
         "server_rss_mb": round(peak_rss / 2**20, 1),
-        "server_rss_idle_mb": round(idle["server"].rss_bytes / 2**20, 1),
-        "rss_per_call_mb": round(
-            (peak_rss - idle["server"].rss_bytes) / 2**20 / max(calls, 1), 2
-        ),
+        "server_rss_base_mb": round(base / 2**20, 1),
+        "rss_per_call_mb": round((peak_rss - base) / 2**20 / max(calls, 1), 2),
     }
 
 
@@ -377,6 +379,7 @@ async def bench_load(args: Any) -> dict[str, Any]:
             step_args = dict(utterance=utterance, turns=args.turns, gap_ms=args.gap_ms)
             # Warm-up: the fakes' TTS cache, the server's first-call paths.
             await run_step(url, processes, 1, ramp_secs=0, hold_secs=0, min_turns=1, **step_args)
+            step_args["base_rss"] = read_process(processes.server).rss_bytes
             baseline = await run_step(
                 url, processes, 1, ramp_secs=0, hold_secs=args.hold,
                 min_turns=args.baseline_turns, **step_args,
@@ -473,6 +476,9 @@ async def bench_soak(args: Any) -> dict[str, Any]:
         "rss_mb_after_warmup": round(before.rss_bytes / 2**20, 1),
         "rss_mb_end": round(after.rss_bytes / 2**20, 1),
         "rss_growth_pct": round(100 * (after.rss_bytes - before.rss_bytes) / before.rss_bytes, 2),
+        "server_cpu_secs_per_call": round(
+            (after.cpu_secs - before.cpu_secs) / max(1, len(records) - args.warmup), 3
+        ),
         "open_fds_after_warmup": before.open_fds,
         "open_fds_end": after.open_fds,
     }

@@ -19,6 +19,7 @@ from kubernetes_validate.utils import SchemaNotFoundError
 from bot import metrics
 from bot.config import load_pipeline
 from bot.settings import ServerSettings
+from tests.test_deploy_files import benchmarked_calls_per_core
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
@@ -370,7 +371,7 @@ def test_hpa_scales_the_deployment_on_the_servers_active_calls_gauge() -> None:
         f"({name!r})"
     )
     assert pods["target"]["type"] == "AverageValue"
-    assert float(pods["target"]["averageValue"]) == 80
+    assert float(pods["target"]["averageValue"]) == benchmarked_calls_per_core()
     cpu = by_type["Resource"]["resource"]
     assert cpu["name"] == "cpu" and cpu["target"]["type"] == "Utilization"
     scale_down = spec["behavior"]["scaleDown"]

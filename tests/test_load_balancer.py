@@ -27,8 +27,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+from twilio.request_validator import RequestValidator
 
 from bot.caller.twilio import TwilioCaller
 from tests.fakes.suite import TWILIO_AUTH_TOKEN, FakeSuite, Latencies
@@ -60,7 +62,9 @@ def render_config(backends: dict[str, str], balance: str | None = None) -> str:
     text = TEMPLATE.read_text()
     examples = re.findall(r"^ *server .*\n", text, flags=re.M)
     assert examples, "the template has no `server` lines"
-    servers = "".join(f"    server {name} {address}\n" for name, address in backends.items())
+    servers = "".join(
+        f"    server {name} {address} cookie {name}\n" for name, address in backends.items()
+    )
     text = text.replace("".join(examples), servers)
     assert text.count("\n    server ") == len(backends), text
     if balance is not None:
@@ -243,6 +247,7 @@ def test_shipped_config_is_valid_and_fit_for_websockets(tmp_path: Path) -> None:
     text = TEMPLATE.read_text()
     for line in (
         "balance leastconn",
+        "cookie voicebot_server insert indirect nocache httponly",
         "option httpchk GET /readyz",
         "http-check expect status 200",
         "timeout tunnel 1h",
@@ -297,6 +302,47 @@ async def test_webhook_and_stream_on_different_processes(
         assert not re.search(r"refused .*signature", "".join(
             s.log() for s in cluster.servers.values()
         ))
+    finally:
+        stop_cluster(cluster)
+
+
+def post_webhook(url: str, cookie: str | None) -> tuple[int, str]:
+    """A signed Twilio webhook POST through the balancer; (status, Set-Cookie)."""
+    params = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "1" * 32,
+              "From": "+15005550006", "To": "+15005550001"}
+    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(
+        f"{url}/twilio/voice", params
+    )
+    headers = {"X-Twilio-Signature": signature,
+               "Content-Type": "application/x-www-form-urlencoded"}
+    if cookie:
+        headers["Cookie"] = cookie
+    request = urllib.request.Request(
+        f"{url}/twilio/voice", data=urlencode(params).encode(), headers=headers
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return int(response.status), response.headers.get("Set-Cookie", "")
+
+
+async def test_the_cookie_pins_a_browsers_requests_to_one_process(
+    suite: FakeSuite, tmp_path: Path
+) -> None:
+    # SmallWebRTC: a call's PATCH /api/offer must reach the process that holds its peer
+    # connection. HAProxy's cookie pins a browser's requests (here: webhooks, which show up in
+    # each process's trace file) to one process, even with round robin.
+    cluster = start_cluster(suite, tmp_path, balance="roundrobin")
+    try:
+        url = cluster.balancer.url
+        status, set_cookie = await asyncio.to_thread(post_webhook, url, None)
+        assert status == 200 and set_cookie.startswith("voicebot_server=bot"), set_cookie
+        before = cluster.webhooks()
+        for _ in range(4):
+            status, _ = await asyncio.to_thread(post_webhook, url, "voicebot_server=bot2")
+            assert status == 200
+        deadline = time.monotonic() + 5
+        while sum(diff(cluster.webhooks(), before).values()) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert diff(cluster.webhooks(), before) == {"bot1": 0, "bot2": 4}
     finally:
         stop_cluster(cluster)
 
