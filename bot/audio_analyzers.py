@@ -7,8 +7,9 @@ outside it, so each call gets its own analyzer around one process-wide session.
 Silero scores a window 31 times a second per call, and one window takes ~0.3 ms: less than the
 hop to a worker thread that Pipecat makes for every 20 ms frame (a future, a thread wake-up and
 a loop wake-up). So windows are scored on the event loop. The end-of-turn model (~80 ms a
-decision) runs off the loop on one process-wide thread at a lower priority, so a burst of
-decisions queues there instead of starving every call's audio.
+decision) runs off the loop on one process-wide thread, at a lower priority unless local models
+share the core (`turn_model_yields`), so a burst of decisions queues there instead of starving
+every call's audio.
 """
 
 from __future__ import annotations
@@ -115,23 +116,35 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         return self._run_analyzer(buffer)
 
 
-def _lower_thread_priority() -> None:
-    """Run this thread at nice 10: the event loop (every call's audio) comes first."""
+_turn_model_niceness = 10
+
+
+def turn_model_yields(yields: bool) -> None:
+    """Whether the end-of-turn thread runs at nice 10, below the event loop (the default), or
+    at the loop's priority. Lowered, a burst of decisions waits instead of starving every
+    call's audio (BENCHMARKS.md, "Capacity": at 15 calls, +86 ms p95 and no gaps against +187
+    ms and 10 gaps). But beside local models (Whisper, llama.cpp, Piper, whose threads run at
+    normal priority) a lowered decision would wait behind a whole transcription, so a pipeline
+    with them keeps it level. Set at start-up, before the first decision starts the thread."""
+    global _turn_model_niceness
+    _turn_model_niceness = 10 if yields else 0
+
+
+def _set_thread_priority() -> None:
     with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TURN_MODEL_NICENESS)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _turn_model_niceness)
 
 
-TURN_MODEL_NICENESS = 10
 # One thread for every call's end-of-turn decisions: they queue instead of each call's own
 # thread taking a share of the core from the event loop while it runs (~80 ms a decision).
 _TURN_MODEL_EXECUTOR = ThreadPoolExecutor(
-    max_workers=1, thread_name_prefix="smart-turn", initializer=_lower_thread_priority
+    max_workers=1, thread_name_prefix="smart-turn", initializer=_set_thread_priority
 )
 
 
 class SharedSmartTurnAnalyzerV3(LocalSmartTurnAnalyzerV3):
     """`LocalSmartTurnAnalyzerV3` that reuses the process-wide smart-turn session and runs on
-    the process-wide, lower-priority end-of-turn thread."""
+    the process-wide end-of-turn thread."""
 
     def __init__(self, *, cpu_count: int = 1, params: SmartTurnParams | None = None, **kwargs):
         BaseSmartTurn.__init__(self, params=params, **kwargs)

@@ -28,6 +28,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
 from bot import observability
+from bot.audio_analyzers import turn_model_yields
 from bot.call import CallInfo
 from bot.call_observer import CallObserver, StageOwner, SummaryFile
 from bot.caller_audio_sink import CallerAudioSink
@@ -49,6 +50,15 @@ def preload(loaded: LoadedPipeline) -> None:
         hook = get_provider(kind, stage.provider).load_preload()
         if hook is not None:
             hook(loaded.options[where])
+    turn_model_yields(not has_local_models(loaded))
+
+
+def has_local_models(loaded: LoadedPipeline) -> bool:
+    """Whether an STT, LLM or TTS stage (fallbacks included) runs a model in this process."""
+    config = loaded.config
+    stages = [(kind, getattr(config, kind).provider) for kind in ("stt", "llm", "tts")]
+    stages += [("llm", backup.provider) for backup in config.llm.fallback]
+    return any(get_provider(kind, provider).offline for kind, provider in stages)
 
 
 def _build_stage(

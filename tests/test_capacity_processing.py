@@ -146,3 +146,33 @@ def _frame_setup():  # type: ignore[no-untyped-def]
     from pipecat.frames.frames import StartFrame
 
     return StartFrame(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE)
+
+
+def test_the_end_of_turn_thread_yields_unless_local_models_share_the_core() -> None:
+    import os as _os
+
+    from bot import audio_analyzers
+    from bot.config import load_pipeline
+    from bot.pipeline import has_local_models
+    from tests.support.servers import REPO
+
+    assert has_local_models(load_pipeline(REPO / "pipelines/local.yaml"))
+    fakes = {name: "x" for name in ("DEEPGRAM_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
+                                    "ELEVENLABS_API_KEY")}
+    saved = {name: _os.environ.get(name) for name in fakes}
+    _os.environ.update(fakes)
+    try:
+        assert not has_local_models(load_pipeline(REPO / "pipelines/cloud.yaml"))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                _os.environ.pop(name, None)
+            else:
+                _os.environ[name] = value
+    try:
+        audio_analyzers.turn_model_yields(True)
+        assert audio_analyzers._turn_model_niceness == 10
+        audio_analyzers.turn_model_yields(False)
+        assert audio_analyzers._turn_model_niceness == 0
+    finally:
+        audio_analyzers.turn_model_yields(True)
