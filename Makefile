@@ -22,7 +22,8 @@ test: deps-debian $(VENV)/.test
 # Debian packages the tests use, installed when missing and apt-get is there (root, else sudo):
 # haproxy (tests/test_load_balancer.py, deploy/haproxy/haproxy.cfg).
 deps-debian:
-	@if ! command -v haproxy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v haproxy >/dev/null 2>&1 && \
+		command -v apt-get >/dev/null 2>&1; then \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		echo "installing haproxy (Debian) for the tests"; \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \

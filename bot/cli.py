@@ -19,7 +19,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from bot.config import PipelineFileError
     from bot.logs import configure_logging
-    from bot.runtime import CONNECTIONS_GRACE_SECS, DrainingServer
     from bot.settings import ServerSettings, SettingsError
 
     os.environ["VOICEBOT_PIPELINE"] = str(resolve_pipeline_path(args.pipeline))
@@ -31,6 +30,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"voicebot serve: {exc}", file=sys.stderr)
         return EXIT_INVALID
     configure_logging(settings.log_level, settings.log_format)
+    # Only now: importing Pipecat logs its banner, which must go out in the configured format.
+    from bot.runtime import CONNECTIONS_GRACE_SECS, DrainingServer
     from server import create_app
 
     try:

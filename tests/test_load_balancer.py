@@ -48,7 +48,8 @@ NAMES = ("bot1", "bot2")
 
 
 def haproxy_binary() -> str:
-    found = shutil.which("haproxy")
+    # Debian installs it in /usr/sbin, which a non-login PATH may leave out.
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
     if found is None:
         pytest.fail(
             "haproxy is not on PATH: install Debian's package (apt-get install -y haproxy); "
@@ -335,7 +336,12 @@ async def test_the_cookie_pins_a_browsers_requests_to_one_process(
         url = cluster.balancer.url
         status, set_cookie = await asyncio.to_thread(post_webhook, url, None)
         assert status == 200 and set_cookie.startswith("voicebot_server=bot"), set_cookie
+        # That request's span is written as its response goes out: count it in first.
+        deadline = time.monotonic() + 5
+        while sum(cluster.webhooks().values()) < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         before = cluster.webhooks()
+        assert sum(before.values()) == 1, before
         for _ in range(4):
             status, _ = await asyncio.to_thread(post_webhook, url, "voicebot_server=bot2")
             assert status == 200
