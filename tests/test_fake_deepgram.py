@@ -193,9 +193,11 @@ async def test_service_gets_interims_then_a_real_final_transcript_at_16k(
     interims = [(t, f) for t, f in harness.down.frames if isinstance(f, InterimTranscriptionFrame)]
     assert interims, "no interim results before the final"
     assert all(t < final_at for t, _ in interims)
-    sentence_words = {"what", "color", "colour", "is", "the", "sky"}
-    first_words = {w.strip("?,.!").lower() for w in interims[0][1].text.split()}
-    assert first_words & sentence_words, interims[0][1].text
+    # Real words of the sentence so far. The earliest interim covers only the first few
+    # hundred ms, where Whisper may guess ("What's going on?"), so the check is on the last.
+    sentence_words = {"what", "color", "colour", "is", "the", "sky", "on", "a", "clear", "day"}
+    last_words = {w.strip("?,.!").lower() for w in interims[-1][1].text.split()}
+    assert len(last_words & sentence_words) >= 2, interims[-1][1].text
 
     # The options the service connected with are the ones it was configured with.
     connection = provider.connections[0]
