@@ -123,6 +123,61 @@ def spawned_server_process(
             process.kill()
 
 
+@contextlib.contextmanager
+def fakes_process(
+    log_path: Path,
+    transcript: str | None = None,
+    cpus: set[int] | None = None,
+    timeout: float = 120.0,
+) -> Iterator[tuple[dict[str, str], subprocess.Popen[str]]]:
+    """`python -m tests.fakes` in its own process (with `transcript`: the cheap mode, a canned
+    transcript); yields the environment its `export` lines give (keys and base URLs pointing
+    `pipelines/cloud.yaml` at it) once it is warm, and the process."""
+    repo = Path(__file__).resolve().parent.parent
+    if not (repo / "tests" / "fakes" / "__main__.py").is_file():
+        raise RuntimeError("the provider fakes need a checkout of the repository (tests/fakes)")
+    command = [sys.executable, "-m", "tests.fakes", "--port", str(_free_port())]
+    if transcript is not None:
+        command += ["--transcript", transcript]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command, cwd=repo, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    if cpus:
+        os.sched_setaffinity(process.pid, cpus)
+    try:
+        yield read_exports(process, timeout), process
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        if process.poll() is None:
+            process.kill()
+
+
+FAKES_READY = "# ready"  # tests/fakes/__main__.py prints it once the fakes are warm
+
+
+def read_exports(process: subprocess.Popen[str], timeout: float) -> dict[str, str]:
+    """The `export NAME=value` lines, up to `# ready`."""
+    import shlex
+
+    assert process.stdout is not None
+    env: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fakes exited with {process.wait()}")
+        line = line.strip()
+        if line == FAKES_READY:
+            return env
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].partition("=")
+            env[name] = shlex.split(value)[0] if value else ""
+    raise RuntimeError(f"the fakes were not ready after {timeout}s")
+
+
 async def run_latency(
     url: str, transport: str, calls: int, wav: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 from bot.bench import (
     DEFAULT_UTTERANCE,
+    fakes_process,
     machine,
     spawned_server_process,
     summarize,
@@ -80,61 +80,6 @@ def core_share(before: ProcessReading, after: ProcessReading) -> float:
 
 
 # ------------------------------------------------------------------ the fakes' own process
-
-
-@contextlib.contextmanager
-def fakes_process(
-    transcript: str, log_path: Path, cpus: set[int] | None = None, timeout: float = 120.0
-) -> Iterator[tuple[dict[str, str], subprocess.Popen[str]]]:
-    """`python -m tests.fakes` (cheap mode: a canned transcript) in its own process; yields the
-    environment that points `pipelines/cloud.yaml` at it, and the process."""
-    from bot.bench import _free_port
-
-    if not (REPO_ROOT / "tests" / "fakes" / "__main__.py").is_file():
-        raise RuntimeError("the load benchmarks need a checkout of the repository (tests/fakes)")
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes", "--port", str(_free_port()),
-             "--transcript", transcript],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-    if cpus:
-        os.sched_setaffinity(process.pid, cpus)
-    try:
-        env = _read_exports(process, timeout)
-        yield env, process
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-        if process.poll() is None:
-            process.kill()
-
-
-def _read_exports(process: subprocess.Popen[str], timeout: float) -> dict[str, str]:
-    import shlex
-
-    if str(REPO_ROOT) not in sys.path:  # a console script does not see the checkout's tests/
-        sys.path.append(str(REPO_ROOT))
-    from tests.fakes.__main__ import READY_LINE
-
-    assert process.stdout is not None
-    env: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the fakes exited with {process.wait()}")
-        line = line.strip()
-        if line == READY_LINE:
-            return env
-        if line.startswith("export "):
-            name, _, value = line[len("export ") :].partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-    raise RuntimeError(f"the fakes were not ready after {timeout}s")
 
 
 # ------------------------------------------------------------------ one call
@@ -351,7 +296,7 @@ def bench_stack(
         server_cpus, others = {cpus[0]}, set(cpus[1:])
         os.sched_setaffinity(0, others)
     with (
-        fakes_process(transcript, scratch / "fakes.log", others) as (fakes_env, fakes),
+        fakes_process(scratch / "fakes.log", transcript, others) as (fakes_env, fakes),
         spawned_server_process(
             pipeline,
             scratch / "server.log",

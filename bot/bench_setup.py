@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,57 +30,32 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bot.bench import _free_port, machine, spawned_server, summarize
+from bot.bench import fakes_process, machine, spawned_server, summarize
+from bot.caller.timeline import ms
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TRANSPORTS = ("twilio", "webrtc")
-READY = "# ready"
 
 
 @contextlib.contextmanager
 def fakes_env(log_path: Path, timeout: float = 120.0) -> Iterator[dict[str, str]]:
-    """`python -m tests.fakes --port P` in its own process; yields the environment its
-    `export` lines give (keys and base URLs pointing `pipelines/cloud.yaml` at it)."""
-    if not (REPO_ROOT / "tests" / "fakes" / "__main__.py").is_file():
-        raise RuntimeError("--fakes needs a checkout of the repository (tests/fakes)")
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes", "--port", str(_free_port())],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-    try:
-        yield _read_exports(process, timeout)
-    finally:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
-        if process.poll() is None:
-            process.kill()
+    """The provider fakes in their own process; yields the environment that points
+    `pipelines/cloud.yaml` at them."""
+    with fakes_process(log_path, timeout=timeout) as (env, _process):
+        yield env
 
 
-def _read_exports(process: subprocess.Popen[str], timeout: float) -> dict[str, str]:
-    """The `export NAME=value` lines, up to `# ready` (the fakes are warm then)."""
-    assert process.stdout is not None
-    env: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the fakes exited with {process.wait()}")
-        line = line.strip()
-        if line == READY:
-            return env
-        if line.startswith("export "):
-            name, _, value = line[len("export ") :].partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-    raise RuntimeError(f"the fakes were not ready after {timeout}s")
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 1)
+async def _record_greeting(
+    caller: Any, start: float, result: dict[str, Any], greeting_wait: float
+) -> None:
+    """Fills `greeting_ms` and `greeting_seconds` once the greeting is over."""
+    first = await caller.wait_for_bot_audio(after=start, max_wait=greeting_wait)
+    if first is None:
+        result["error"] = "no greeting"
+        return
+    result["greeting_ms"] = ms(first.arrival - start)
+    await caller.wait_for_bot_quiet(gap=0.5, max_wait=greeting_wait)
+    last = caller.log.last_audible_end() or first.end
+    result["greeting_seconds"] = round(last - first.start, 3)
 
 
 async def twilio_setup(url: str, greeting_wait: float = 10.0) -> dict[str, Any]:
@@ -104,14 +77,7 @@ async def twilio_setup(url: str, greeting_wait: float = 10.0) -> dict[str, Any]:
         result["connected_ms"] = caller.connected_ms
         result["webhook_ms"] = caller.webhook_ms
         start = caller.start_sent_at or caller.connected_at or time.monotonic()
-        first = await caller.wait_for_bot_audio(after=start, max_wait=greeting_wait)
-        if first is None:
-            result["error"] = "no greeting"
-        else:
-            result["greeting_ms"] = _ms(first.arrival - start)
-            await caller.wait_for_bot_quiet(gap=0.5, max_wait=greeting_wait)
-            last = caller.log.last_audible_end() or first.end
-            result["greeting_seconds"] = round(last - first.start, 3)
+        await _record_greeting(caller, start, result, greeting_wait)
     except Exception as exc:  # reported, the run goes on
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -131,14 +97,7 @@ async def webrtc_setup(url: str, greeting_wait: float = 10.0) -> dict[str, Any]:
         result["connected_ms"] = caller.connected_ms
         result["offer_ms"] = caller.offer_ms
         start = caller.started_at or time.monotonic()
-        first = await caller.wait_for_bot_audio(after=start, max_wait=greeting_wait)
-        if first is None:
-            result["error"] = "no greeting"
-        else:
-            result["greeting_ms"] = _ms(first.arrival - start)
-            await caller.wait_for_bot_quiet(gap=0.5, max_wait=greeting_wait)
-            last = caller.log.last_audible_end() or first.end
-            result["greeting_seconds"] = round(last - first.start, 3)
+        await _record_greeting(caller, start, result, greeting_wait)
     except Exception as exc:  # reported, the run goes on
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.bench_setup import _read_exports, bench_setup
+from bot.bench import read_exports as _read_exports
+from bot.bench_setup import bench_setup
 from tests.fakes.suite import FakeSuite, Latencies
 from tests.support.background import BackgroundLoop
 from tests.support.servers import REPO, RunningServer, start_server
