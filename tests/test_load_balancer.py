@@ -134,7 +134,10 @@ class Cluster:
         path = self.trace_files[name]
         if not path.exists():
             return 0
-        spans = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
+        # The exporter may be mid-line while we read: count complete lines only.
+        complete = text[: text.rfind("\n") + 1]
+        spans = [json.loads(line) for line in complete.splitlines() if line.strip()]
         return sum(1 for s in spans if s["attributes"].get("http.route") == "/twilio/voice")
 
     def webhooks(self) -> dict[str, int]:
