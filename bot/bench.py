@@ -93,8 +93,18 @@ def spawned_server_process(
     port = _free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--pipeline", pipeline,
-             "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "serve",
+                "--pipeline",
+                pipeline,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env} if env else None,
@@ -140,9 +150,7 @@ def fakes_process(
     if transcript is not None:
         command += ["--transcript", transcript]
     with log_path.open("w") as log:
-        process = subprocess.Popen(
-            command, cwd=repo, stdout=subprocess.PIPE, stderr=log, text=True
-        )
+        process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=log, text=True)
     if cpus:
         os.sched_setaffinity(process.pid, cpus)
     try:
@@ -214,8 +222,10 @@ def machine() -> dict[str, Any]:
 
 async def bench_latency(args: Any) -> int:
     with tempfile.TemporaryDirectory() as scratch:
-        wav = Path(args.wav) if args.wav else synthesize_utterance(
-            DEFAULT_UTTERANCE, Path(scratch) / "utterance.wav"
+        wav = (
+            Path(args.wav)
+            if args.wav
+            else synthesize_utterance(DEFAULT_UTTERANCE, Path(scratch) / "utterance.wav")
         )
         with contextlib.ExitStack() as stack:
             url = args.url

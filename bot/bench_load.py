@@ -132,12 +132,18 @@ async def run_one_call(
         if greeting.greeting_first is None:
             raise RuntimeError("no greeting")
         record.greeting_ms = round((greeting.greeting_first - since) * 1000, 1)
-        _add_gaps(record, caller, greeting.greeting_first,
-                  greeting.greeting_first + greeting.greeting_seconds, gap_ms)
+        _add_gaps(
+            record,
+            caller,
+            greeting.greeting_first,
+            greeting.greeting_first + greeting.greeting_seconds,
+            gap_ms,
+        )
         for _ in range(turns):
             sent_at = await caller.send_pcm(utterance.pcm8k)
-            flow = FlowResult(speech_end=time_of_offset(sent_at, utterance.speech_end,
-                                                         FRAME_SECONDS))
+            flow = FlowResult(
+                speech_end=time_of_offset(sent_at, utterance.speech_end, FRAME_SECONDS)
+            )
             if hang_up_at_reply:
                 timing.reply_gap = 0.0
             await wait_reply(caller.log, flow, timing)
@@ -243,8 +249,9 @@ async def run_step(
 
     measured = [r for r in records if r.started >= t0]
     replies = [ms for r in measured for at, ms in r.first_reply_ms if at >= measure_from]
-    greetings = [r.greeting_ms for r in measured
-                 if r.greeting_ms is not None and r.started >= measure_from]
+    greetings = [
+        r.greeting_ms for r in measured if r.greeting_ms is not None and r.started >= measure_from
+    ]
     gaps = [g for r in measured for g in r.gaps_ms]
     errors = [r.error for r in measured if r.error]
     mean_calls = sum(concurrency) / len(concurrency) if concurrency else float(calls)
@@ -326,8 +333,13 @@ async def bench_load(args: Any) -> dict[str, Any]:
             await run_step(url, processes, 1, ramp_secs=0, hold_secs=0, min_turns=1, **step_args)
             step_args["base_rss"] = read_process(processes.server).rss_bytes
             baseline = await run_step(
-                url, processes, 1, ramp_secs=0, hold_secs=args.hold,
-                min_turns=args.baseline_turns, **step_args,
+                url,
+                processes,
+                1,
+                ramp_secs=0,
+                hold_secs=args.hold,
+                min_turns=args.baseline_turns,
+                **step_args,
             )
             baseline_p95 = baseline["first_reply_audio_ms"]["p95"]
             if baseline_p95 is None:
@@ -398,9 +410,11 @@ async def bench_soak(args: Any) -> dict[str, Any]:
                     if len(records) == args.warmup:
                         readings["after_warmup"] = await _settled(url, processes.server)
                     if not args.json and len(records) % 50 == 0:
-                        print(f"{len(records)} calls, RSS "
-                              f"{read_process(processes.server).rss_bytes / 2**20:.1f} MB",
-                              flush=True)
+                        print(
+                            f"{len(records)} calls, RSS "
+                            f"{read_process(processes.server).rss_bytes / 2**20:.1f} MB",
+                            flush=True,
+                        )
 
             started = time.monotonic()
             await asyncio.gather(*(lane() for _ in range(args.lanes)))
@@ -451,5 +465,6 @@ def print_soak(result: dict[str, Any]) -> None:
 
 
 def dump(result: dict[str, Any]) -> str:
-    return json.dumps(result, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
-                      else str(o))
+    return json.dumps(
+        result, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)
+    )

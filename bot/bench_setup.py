@@ -180,11 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a running server")
     where.add_argument("--pipeline", help="start `voicebot serve` with this pipeline file")
-    parser.add_argument("--fakes", action="store_true",
-                        help="with --pipeline: providers played by `python -m tests.fakes`")
+    parser.add_argument(
+        "--fakes",
+        action="store_true",
+        help="with --pipeline: providers played by `python -m tests.fakes`",
+    )
     parser.add_argument("--calls", type=int, default=20, help="calls per transport")
-    parser.add_argument("--transport", action="append", choices=TRANSPORTS,
-                        help="repeat for several (default: both)")
+    parser.add_argument(
+        "--transport",
+        action="append",
+        choices=TRANSPORTS,
+        help="repeat for several (default: both)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return asyncio.run(bench_setup(parser.parse_args(argv)))
 

@@ -125,8 +125,10 @@ def _cmd_bench_load(args: argparse.Namespace) -> int:
     if args.json:
         print(dump(result))
     else:
-        print(f"calls per core within the rule: {result['calls_per_core']} "
-              f"(baseline p95 {result['baseline']['first_reply_audio_ms']['p95']} ms)")
+        print(
+            f"calls per core within the rule: {result['calls_per_core']} "
+            f"(baseline p95 {result['baseline']['first_reply_audio_ms']['p95']} ms)"
+        )
     return 0
 
 
@@ -187,9 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = latency.add_mutually_exclusive_group()
     target.add_argument("--url", default="http://localhost:7860", help="a running server")
     target.add_argument("--pipeline", help="start a server with this pipeline file instead")
-    latency.add_argument(
-        "--transport", action="append", choices=("twilio", "webrtc"), default=None
-    )
+    latency.add_argument("--transport", action="append", choices=("twilio", "webrtc"), default=None)
     latency.add_argument("--calls", type=int, default=5)
     latency.add_argument("--wav", help="the caller's utterance (default: synthesised)")
     latency.add_argument("--json", action="store_true")
@@ -201,19 +201,31 @@ def build_parser() -> argparse.ArgumentParser:
     load = bench_kinds.add_parser(
         "load", help="concurrent Twilio calls against one server process, ramping N"
     )
-    load.add_argument("--steps", type=_int_list, default=[10, 25, 50, 75, 100],
-                      help="concurrent calls per step, comma-separated")
+    load.add_argument(
+        "--steps",
+        type=_int_list,
+        default=[10, 25, 50, 75, 100],
+        help="concurrent calls per step, comma-separated",
+    )
     load.add_argument("--hold", type=float, default=30.0, help="seconds measured per step")
     load.add_argument("--ramp", type=float, default=5.0, help="seconds to start a step's calls")
     load.add_argument("--turns", type=int, default=3, help="turns per call")
     load.add_argument("--baseline-turns", type=int, default=20)
-    load.add_argument("--max-added-ms", type=float, default=50.0,
-                      help="allowed first-reply p95 over the one-call baseline")
+    load.add_argument(
+        "--max-added-ms",
+        type=float,
+        default=50.0,
+        help="allowed first-reply p95 over the one-call baseline",
+    )
     load.add_argument("--gap-ms", type=float, default=100.0, help="audio gap threshold")
     load.add_argument("--stop-on-fail", action="store_true")
     load.add_argument("--wav", help="the caller's utterance (default: synthesised)")
-    load.add_argument("--pin", action=argparse.BooleanOptionalAction,
-                      default=(os.cpu_count() or 1) >= 2, help=pin_help)
+    load.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help=pin_help,
+    )
     load.add_argument("--keep-logs", metavar="DIR", help="keep the server's and fakes' logs")
     load.add_argument("--pipeline", default=cloud_pipeline, help=pipeline_help)
     load.add_argument("--json", action="store_true")
@@ -225,8 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     setup_target = setup.add_mutually_exclusive_group()
     setup_target.add_argument("--url", default="http://localhost:7860", help="a running server")
     setup_target.add_argument("--pipeline", help="start a server with this pipeline file instead")
-    setup.add_argument("--fakes", action="store_true",
-                       help="with --pipeline: providers played by `python -m tests.fakes`")
+    setup.add_argument(
+        "--fakes",
+        action="store_true",
+        help="with --pipeline: providers played by `python -m tests.fakes`",
+    )
     setup.add_argument("--transport", action="append", choices=("twilio", "webrtc"), default=None)
     setup.add_argument("--calls", type=int, default=20)
     setup.add_argument("--json", action="store_true")
@@ -238,8 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--warmup", type=int, default=20, help="calls before the first reading")
     soak.add_argument("--gap-ms", type=float, default=100.0)
     soak.add_argument("--wav", help="the caller's utterance (default: synthesised)")
-    soak.add_argument("--pin", action=argparse.BooleanOptionalAction,
-                      default=(os.cpu_count() or 1) >= 2, help=pin_help)
+    soak.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help=pin_help,
+    )
     soak.add_argument("--keep-logs", metavar="DIR")
     soak.add_argument("--pipeline", default=cloud_pipeline, help=pipeline_help)
     soak.add_argument("--json", action="store_true")

@@ -29,6 +29,8 @@ from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.utils.network import exponential_backoff_time
 
 from bot.call_events import CallEvents
+from bot.providers import tls
+from bot.providers.tls import with_shared_tls
 
 FIRST_RETRY_SECS = 0.1
 
@@ -47,8 +49,9 @@ def _uncompressed_connect(*args: Any, **kwargs: Any) -> Any:
     return _sdk_connect(*args, **kwargs)
 
 
-_sdk_connect = deepgram_listen_client.websockets_client_connect
+_sdk_connect = with_shared_tls(deepgram_listen_client.websockets_client_connect)
 deepgram_listen_client.websockets_client_connect = _uncompressed_connect
+tls.install()
 
 
 class ResilientDeepgramSTTService(DeepgramSTTService):

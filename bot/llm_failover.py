@@ -115,9 +115,7 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
         self.private_interruptions: set[int] = set()
 
     @staticmethod
-    def _make_pipeline_definitions(
-        services: list[FrameProcessor], strategy: Any
-    ) -> list[Any]:
+    def _make_pipeline_definitions(services: list[FrameProcessor], strategy: Any) -> list[Any]:
         """Each branch as Pipecat builds it, plus a filter that holds back the response frames
         of an LLM that is no longer the active one (a failed or abandoned attempt)."""
         branches = []
@@ -125,9 +123,7 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
             branch = ServiceSwitcher._make_pipeline_definition(service, strategy)
 
             async def from_active(frame: Frame, service: FrameProcessor = service) -> bool:
-                return service is strategy.active_service or not isinstance(
-                    frame, _RESPONSE_FRAMES
-                )
+                return service is strategy.active_service or not isinstance(frame, _RESPONSE_FRAMES)
 
             output_filter = FunctionFilter(
                 filter=from_active,
@@ -220,9 +216,7 @@ class TurnFailoverLLMSwitcher(LLMSwitcher):
         self._failed_at[failed] = time.monotonic()
         if self._events is not None:
             self._events.llm_failed(self.providers[failed], reason)
-        remaining = [
-            i for i in range(len(self._llms)) if i not in turn.tried and self._usable(i)
-        ]
+        remaining = [i for i in range(len(self._llms)) if i not in turn.tried and self._usable(i)]
         if not remaining:
             logger.error(f"every LLM failed this turn (last: {failed_name}, {reason})")
             if error is not None:

@@ -43,8 +43,7 @@ def keeps_personal_data_out(record: dict) -> bool:  # type: ignore[type-arg]
     if record["level"].name == "TRACE" and name.startswith("pipecat."):
         return False
     return not any(
-        name.startswith(module) and marker in message
-        for module, marker in _CONVERSATION_TEXT_LINES
+        name.startswith(module) and marker in message for module, marker in _CONVERSATION_TEXT_LINES
     )
 
 
@@ -80,9 +79,9 @@ class _ToLoguru(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.patch(lambda r: r.update(name=record.name)).opt(
-            exception=record.exc_info
-        ).log(level, record.getMessage())
+        logger.patch(lambda r: r.update(name=record.name)).opt(exception=record.exc_info).log(
+            level, record.getMessage()
+        )
 
 
 def route_stdlib_logging(level: str) -> None:

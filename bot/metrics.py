@@ -19,7 +19,23 @@ STAGE = ["transport", "pipeline", "provider"]
 
 # Latency buckets (seconds) for the turn's stages: dense where the 400 / 800 ms budget is.
 LATENCY_BUCKETS = (
-    0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.8,
+    1.0,
+    1.25,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
     10.0,
 )
 

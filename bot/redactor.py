@@ -186,8 +186,13 @@ def _without_overlaps(results: list[Any]) -> list[Any]:
 
 _NUMERIC_TYPES = frozenset(
     {
-        "US_SSN", "CREDIT_CARD", "PHONE_NUMBER", "US_BANK_NUMBER", "ABA_ROUTING_NUMBER",
-        "MEDICAL_RECORD_NUMBER", "DATE_OF_BIRTH",
+        "US_SSN",
+        "CREDIT_CARD",
+        "PHONE_NUMBER",
+        "US_BANK_NUMBER",
+        "ABA_ROUTING_NUMBER",
+        "MEDICAL_RECORD_NUMBER",
+        "DATE_OF_BIRTH",
     }
 )
 

@@ -32,8 +32,10 @@ def shared(key: Hashable, loader: Callable[[], T]) -> T:
         if key not in _loaded:
             started = time.perf_counter()
             _loaded[key] = loader()
-            logger.info(f"loaded {key[0] if isinstance(key, tuple) else key} "
-                        f"in {time.perf_counter() - started:.2f}s")
+            logger.info(
+                f"loaded {key[0] if isinstance(key, tuple) else key} "
+                f"in {time.perf_counter() - started:.2f}s"
+            )
         return _loaded[key]
 
 

@@ -102,11 +102,19 @@ DEFAULT_ENTITIES = [
 KNOWN_ENTITIES = frozenset(
     {
         # bot/pii/recognizers.py
-        "US_SSN", "CREDIT_CARD", "PHONE_NUMBER", "EMAIL_ADDRESS", "DATE_OF_BIRTH",
-        "STREET_ADDRESS", "US_BANK_NUMBER", "ABA_ROUTING_NUMBER", "MEDICAL_RECORD_NUMBER",
+        "US_SSN",
+        "CREDIT_CARD",
+        "PHONE_NUMBER",
+        "EMAIL_ADDRESS",
+        "DATE_OF_BIRTH",
+        "STREET_ADDRESS",
+        "US_BANK_NUMBER",
+        "ABA_ROUTING_NUMBER",
+        "MEDICAL_RECORD_NUMBER",
         "PERSON",
         # Presidio's own, kept by the analyzer
-        "IBAN_CODE", "IP_ADDRESS",
+        "IBAN_CODE",
+        "IP_ADDRESS",
     }
 )
 

@@ -90,9 +90,7 @@ def report(
     vad_measured: float,
 ) -> dict[str, Any]:
     v2v = [r["first_reply_audio_ms"] for r in results if r.get("first_reply_audio_ms")]
-    in_server = [
-        t["voice_to_voice"] - t.get("endpointing_wait", 0.0) - injected for t in turns
-    ]
+    in_server = [t["voice_to_voice"] - t.get("endpointing_wait", 0.0) - injected for t in turns]
     keys = sorted({key for t in turns for key in t} - {"voice_to_voice"})
     stages = {key: summarize([t.get(key, 0.0) for t in turns]) for key in keys}
     return {

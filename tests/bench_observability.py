@@ -110,7 +110,8 @@ async def run_config(
     receiver = OtlpReceiver() if name == "on" else None
     log_path = run_dir / "server.log"
     server = start_server(
-        REPO / "pipelines/cloud.yaml", log_path,
+        REPO / "pipelines/cloud.yaml",
+        log_path,
         env={**suite_env, **config_env(name, run_dir, receiver)},
     )
     pid = server.process.pid

@@ -26,8 +26,11 @@ def _voicebot(*args: str, timeout: float = 300) -> dict:
 
 
 def _step(p95: float | None, gaps: int = 0, failed: int = 0) -> dict:
-    return {"first_reply_audio_ms": {"p95": p95}, "gaps_over_threshold": gaps,
-            "failed_calls": failed}
+    return {
+        "first_reply_audio_ms": {"p95": p95},
+        "gaps_over_threshold": gaps,
+        "failed_calls": failed,
+    }
 
 
 def test_the_rule_counts_added_p95_gaps_and_failed_calls() -> None:
@@ -49,8 +52,17 @@ def test_process_readings_see_cpu_memory_and_descriptors() -> None:
 
 def test_load_runs_calls_at_once_and_reports_each_step() -> None:
     result = _voicebot(
-        "load", "--steps", "3", "--hold", "8", "--ramp", "1", "--turns", "1",
-        "--baseline-turns", "2",
+        "load",
+        "--steps",
+        "3",
+        "--hold",
+        "8",
+        "--ramp",
+        "1",
+        "--turns",
+        "1",
+        "--baseline-turns",
+        "2",
     )
     baseline = result["baseline"]
     assert baseline["turns"] >= 2 and baseline["failed_calls"] == 0, baseline

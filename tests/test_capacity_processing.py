@@ -91,8 +91,10 @@ def test_our_silero_scores_every_window_as_pipecats_model() -> None:
         analyzer.set_sample_rate(RATE)
     window = ours.num_frames_required()
     pairs = [
-        (np.asarray(ours.voice_confidence(chunk)).item(),
-         np.asarray(stock.voice_confidence(chunk)).item())
+        (
+            np.asarray(ours.voice_confidence(chunk)).item(),
+            np.asarray(stock.voice_confidence(chunk)).item(),
+        )
         for chunk in (
             audio[i : i + window].tobytes() for i in range(0, len(audio) - window + 1, window)
         )
@@ -157,8 +159,15 @@ def test_the_end_of_turn_thread_yields_unless_local_models_share_the_core() -> N
     from tests.support.servers import REPO
 
     assert has_local_models(load_pipeline(REPO / "pipelines/local.yaml"))
-    fakes = {name: "x" for name in ("DEEPGRAM_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY",
-                                    "ELEVENLABS_API_KEY")}
+    fakes = {
+        name: "x"
+        for name in (
+            "DEEPGRAM_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "OPENAI_API_KEY",
+            "ELEVENLABS_API_KEY",
+        )
+    }
     saved = {name: _os.environ.get(name) for name in fakes}
     _os.environ.update(fakes)
     try:
@@ -176,3 +185,67 @@ def test_the_end_of_turn_thread_yields_unless_local_models_share_the_core() -> N
         assert audio_analyzers._turn_model_niceness == 0
     finally:
         audio_analyzers.turn_model_yields(True)
+
+
+class _ScoreRecorder:
+    """Wraps an analyzer's `voice_confidence` to keep every window's score."""
+
+    def __init__(self, analyzer: SileroVADAnalyzer):
+        self.scores: list[float] = []
+        inner = analyzer.voice_confidence
+
+        def recording(buffer: bytes) -> float:
+            confidence = inner(buffer)
+            self.scores.append(float(np.asarray(confidence).item()))
+            return confidence
+
+        analyzer.voice_confidence = recording  # type: ignore[method-assign]
+
+
+async def _decide(analyzer: SileroVADAnalyzer, audio: np.ndarray, step: int) -> list[VADState]:
+    states = []
+    for i in range(0, len(audio) - step + 1, step):
+        states.append(await analyzer.analyze_audio(audio[i : i + step].tobytes()))
+    return states
+
+
+def test_batched_calls_score_and_decide_as_pipecat_does_for_each_call_alone() -> None:
+    """Five calls analysed at once, their windows batched, with 60 ms frames so that most
+    buffers complete two windows and Silero's model reset (after 2 s of quiet) often falls
+    between them: every window's score and every decision is Pipecat's for that call alone."""
+    from bot.audio_analyzers import silero_batcher
+
+    base = _call_audio()
+    calls = [np.roll(base, shift) for shift in (0, 1234, 4321, 9000, 15000)]
+    step = RATE * 60 // 1000
+
+    def analyzers(kind: type[SileroVADAnalyzer]) -> list[tuple[SileroVADAnalyzer, _ScoreRecorder]]:
+        made = []
+        for _ in calls:
+            analyzer = kind(params=VADParams(stop_secs=0.2))
+            analyzer.set_sample_rate(RATE)
+            made.append((analyzer, _ScoreRecorder(analyzer)))
+        return made
+
+    async def together() -> tuple[list[list[VADState]], float, list[list[float]]]:
+        ours = analyzers(SharedSileroVADAnalyzer)
+        states = await asyncio.gather(
+            *(_decide(a, c, step) for (a, _), c in zip(ours, calls, strict=True))
+        )
+        batcher = silero_batcher()
+        return list(states), batcher.windows / batcher.batches, [r.scores for _, r in ours]
+
+    async def alone() -> tuple[list[list[VADState]], list[list[float]]]:
+        stock = analyzers(SileroVADAnalyzer)
+        states = [await _decide(a, c, step) for (a, _), c in zip(stock, calls, strict=True)]
+        return states, [r.scores for _, r in stock]
+
+    our_states, windows_per_batch, our_scores = asyncio.run(together())
+    stock_states, stock_scores = asyncio.run(alone())
+
+    assert windows_per_batch > 3, windows_per_batch  # the calls' windows were scored together
+    for ours, stock in zip(our_scores, stock_scores, strict=True):
+        assert len(ours) == len(stock)
+        assert max(abs(a - b) for a, b in zip(ours, stock, strict=True)) < 1e-4
+    assert our_states == stock_states
+    assert all(VADState.SPEAKING in states for states in our_states)

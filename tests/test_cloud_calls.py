@@ -194,16 +194,33 @@ async def test_anthropic_failure_is_answered_by_openai(
     after = scrape(cloud_server.url)
     status_class = {"429": "429", "500": "5xx", "first_token_timeout": "timeout"}[fault]
     call = {"transport": "twilio", "pipeline": "cloud"}
-    assert added(
-        before, after, "voicebot_llm_errors_total",
-        **call, provider="anthropic", status_class=status_class,
-    ) == 1
-    assert added(
-        before, after, "voicebot_llm_failovers_total",
-        **call, from_provider="anthropic", to_provider="openai", status_class=status_class,
-    ) == 1
-    assert added(before, after, "voicebot_llm_first_token_seconds_count",
-                 **call, provider="openai") == 1, "the turn's first token came from OpenAI"
+    assert (
+        added(
+            before,
+            after,
+            "voicebot_llm_errors_total",
+            **call,
+            provider="anthropic",
+            status_class=status_class,
+        )
+        == 1
+    )
+    assert (
+        added(
+            before,
+            after,
+            "voicebot_llm_failovers_total",
+            **call,
+            from_provider="anthropic",
+            to_provider="openai",
+            status_class=status_class,
+        )
+        == 1
+    )
+    assert (
+        added(before, after, "voicebot_llm_first_token_seconds_count", **call, provider="openai")
+        == 1
+    ), "the turn's first token came from OpenAI"
     summary = await _summary(cloud_server, caller.call_sid)
     assert summary["provider_events"] == {"llm_errors": 1, "llm_failovers": 1}, summary
     assert summary["turn_latency"][0]["llm_provider"] == "openai", summary

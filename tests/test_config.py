@@ -127,8 +127,9 @@ def test_broken_files_name_the_field(
 def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
     path = tmp_path / "two.yaml"
     path.write_text(
-        MINIMAL.replace("stt: {provider: whisper}", "stt: {provider: whisper, beam_size: 0}")
-        .replace("tts: {provider: piper}", "tts: {provider: piper, speed: 2}")
+        MINIMAL.replace(
+            "stt: {provider: whisper}", "stt: {provider: whisper, beam_size: 0}"
+        ).replace("tts: {provider: piper}", "tts: {provider: piper, speed: 2}")
     )
     result = run_check(path)
     assert result.returncode == 2

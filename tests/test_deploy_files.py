@@ -143,5 +143,13 @@ def test_health_routes_exist() -> None:
 
     app = create_app(ServerSettings.from_env({}))
     paths = {getattr(route, "path", None) for route in app.routes}
-    assert {"/healthz", "/readyz", "/metrics", "/", "/api/offer", "/twilio/voice",
-            "/twilio/stream", "/twilio/status"} <= paths
+    assert {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/",
+        "/api/offer",
+        "/twilio/voice",
+        "/twilio/stream",
+        "/twilio/status",
+    } <= paths

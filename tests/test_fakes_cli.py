@@ -27,8 +27,17 @@ def _exports(lines: list[str]) -> dict[str, str]:
 def test_cli_serves_the_fakes_and_prints_the_cloud_environment() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", "--port", str(port), "--transcript", "hi",
-         "--llm-first-token-ms", "0"],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes",
+            "--port",
+            str(port),
+            "--transcript",
+            "hi",
+            "--llm-first-token-ms",
+            "0",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

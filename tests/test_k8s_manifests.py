@@ -114,8 +114,9 @@ def test_manifest_matches_the_kubernetes_schema(
         schema_check(doc, version)
     except kubernetes_validate.ValidationError as exc:
         where = ".".join(str(p) for p in exc.path)
-        pytest.fail(f"{filename}: {doc['kind']} is invalid on Kubernetes {version}: {where}: "
-                    f"{exc.message}")
+        pytest.fail(
+            f"{filename}: {doc['kind']} is invalid on Kubernetes {version}: {where}: {exc.message}"
+        )
     except SchemaNotFoundError as exc:
         pytest.fail(f"{filename}: {exc.message}")
 
@@ -146,10 +147,11 @@ def _container_without_name(doc: dict[str, Any]) -> None:
     ("mutate", "where"),
     [
         (_replicas_as_text, ["spec", "replicas"]),
-        (_misspelled_probe_field, ["spec", "template", "spec", "containers", 0, "readinessProbe",
-                                   "httpGet"]),
-        (_port_as_text, ["spec", "template", "spec", "containers", 0, "ports", 0,
-                         "containerPort"]),
+        (
+            _misspelled_probe_field,
+            ["spec", "template", "spec", "containers", 0, "readinessProbe", "httpGet"],
+        ),
+        (_port_as_text, ["spec", "template", "spec", "containers", 0, "ports", 0, "containerPort"]),
         (_container_without_name, ["spec", "template", "spec", "containers", 0]),
     ],
     ids=["replicas-two", "misspelled-field", "port-as-string", "missing-required"],

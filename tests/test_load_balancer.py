@@ -266,7 +266,10 @@ def test_shipped_config_is_valid_and_fit_for_websockets(tmp_path: Path) -> None:
     env = {**os.environ, "VOICEBOT_LB_BIND": f"127.0.0.1:{free_port()}"}
     checked = subprocess.run(
         [haproxy_binary(), "-c", "-f", str(TEMPLATE)],
-        env=env, capture_output=True, text=True, timeout=30,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     rendered = render_config({"a": "127.0.0.1:1", "b": "127.0.0.1:2", "c": "127.0.0.1:3"})
@@ -303,22 +306,23 @@ async def test_webhook_and_stream_on_different_processes(
         # Both directions happened: each process answered a webhook whose stream the other
         # one served.
         assert set(answered) == {("bot1", "bot2"), ("bot2", "bot1")}, answered
-        assert not re.search(r"refused .*signature", "".join(
-            s.log() for s in cluster.servers.values()
-        ))
+        assert not re.search(
+            r"refused .*signature", "".join(s.log() for s in cluster.servers.values())
+        )
     finally:
         stop_cluster(cluster)
 
 
 def post_webhook(url: str, cookie: str | None) -> tuple[int, str]:
     """A signed Twilio webhook POST through the balancer; (status, Set-Cookie)."""
-    params = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "1" * 32,
-              "From": "+15005550006", "To": "+15005550001"}
-    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(
-        f"{url}/twilio/voice", params
-    )
-    headers = {"X-Twilio-Signature": signature,
-               "Content-Type": "application/x-www-form-urlencoded"}
+    params = {
+        "CallSid": "CA" + "1" * 32,
+        "AccountSid": "AC" + "1" * 32,
+        "From": "+15005550006",
+        "To": "+15005550001",
+    }
+    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(f"{url}/twilio/voice", params)
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
     if cookie:
         headers["Cookie"] = cookie
     request = urllib.request.Request(

@@ -73,7 +73,10 @@ with logger.contextualize(call_id="CA123"):
 def test_json_format_writes_one_object_a_line_with_the_call_id_on_stdout() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _JSON_LOGGING_SCRIPT],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert "6789" not in done.stdout + done.stderr, "the personal-data filter holds in JSON too"
     assert "candidate pair noise" not in done.stdout
@@ -83,7 +86,9 @@ def test_json_format_writes_one_object_a_line_with_the_call_id_on_stdout() -> No
     assert by_message["inside the call"]["call_id"] == "CA123"
     stdlib = by_message["stdlib line in the call"]
     assert (stdlib["call_id"], stdlib["logger"], stdlib["level"]) == (
-        "CA123", "uvicorn.error", "WARNING"
+        "CA123",
+        "uvicorn.error",
+        "WARNING",
     )
     assert by_message["call summary"]["call_summary"] == {"turns": 2}
     assert by_message["frame refused"]["exception"] == "ValueError: bad frame"

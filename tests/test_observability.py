@@ -83,8 +83,12 @@ def check_turn_breakdowns(summary: dict[str, Any]) -> None:
         assert abs(parts - turn["voice_to_voice_ms"]) <= 50, turn
         for key in ("endpointing_wait", "transcription", "llm_inference", "speech_synthesis"):
             assert key in turn["stages_ms"], f"stage {key} missing: {turn}"
-        for key in ("stt_latency_ms", "turn_end_decision_ms", "llm_first_token_ms",
-                    "tts_first_chunk_ms"):
+        for key in (
+            "stt_latency_ms",
+            "turn_end_decision_ms",
+            "llm_first_token_ms",
+            "tts_first_chunk_ms",
+        ):
             assert turn[key] is not None and 0 < turn[key] < turn["voice_to_voice_ms"], turn
 
 
@@ -92,7 +96,8 @@ def check_call_lines_carry_the_call_id(lines: list[dict[str, Any]], call_id: str
     """Every line from the call's start to its summary belongs to it (one call at a time)."""
     start = next(i for i, line in enumerate(lines) if line["call_id"] == call_id)
     end = next(
-        i for i, line in enumerate(lines)
+        i
+        for i, line in enumerate(lines)
         if line["call_id"] == call_id and line["message"].startswith("call summary")
     )
     window = lines[start : end + 1]
@@ -126,8 +131,9 @@ async def test_two_turn_phone_call_is_counted_summarised_and_logged(
     assert summary["stt_confidence"]["count"] == 2 and 0 < summary["stt_confidence"]["mean"] <= 1
     users = [line["text"] for line in summary["transcript"] if line["role"] == "user"]
     assert len(users) == 2 and "sky" in users[0].lower(), summary["transcript"]
-    assert any("blue" in line["text"].lower() for line in summary["transcript"]
-               if line["role"] == "bot"), summary["transcript"]
+    assert any(
+        "blue" in line["text"].lower() for line in summary["transcript"] if line["role"] == "bot"
+    ), summary["transcript"]
 
     labels = {"transport": "twilio", "pipeline": "local"}
     for name in HISTOGRAMS:
@@ -136,9 +142,11 @@ async def test_two_turn_phone_call_is_counted_summarised_and_logged(
     for name in ("voicebot_call_setup_seconds_count", "voicebot_calls_started_total"):
         assert sample(after, name, **labels) - sample(before, name, **labels) == 1, name
     ended = {**labels, "outcome": "caller_hung_up"}
-    assert sample(after, "voicebot_calls_ended_total", **ended) - sample(
-        before, "voicebot_calls_ended_total", **ended
-    ) == 1
+    assert (
+        sample(after, "voicebot_calls_ended_total", **ended)
+        - sample(before, "voicebot_calls_ended_total", **ended)
+        == 1
+    )
 
     lines = observed.log_lines()
     check_call_lines_carry_the_call_id(lines, call_id)
@@ -168,8 +176,10 @@ async def test_webrtc_call_reports_ice_states_and_its_latency(
     heard = result["first_reply_audio_ms"]
     assert -50 <= heard - served <= 400, (heard, served)
     check_call_lines_carry_the_call_id(lines, call_id)
-    assert any(line["message"] == "WebRTC ICE state: checking" and line["call_id"] == call_id
-               for line in lines)
+    assert any(
+        line["message"] == "WebRTC ICE state: checking" and line["call_id"] == call_id
+        for line in lines
+    )
 
     def ice(state: str) -> float:
         return sample(after, "voicebot_webrtc_ice_state_transitions_total", state=state) - sample(
@@ -178,9 +188,11 @@ async def test_webrtc_call_reports_ice_states_and_its_latency(
 
     assert ice("checking") == 1 and ice("completed") == 1 and ice("failed") == 0
     labels = {"transport": "webrtc", "pipeline": "local"}
-    assert sample(after, "voicebot_voice_to_voice_seconds_count", **labels) - sample(
-        before, "voicebot_voice_to_voice_seconds_count", **labels
-    ) == 1
+    assert (
+        sample(after, "voicebot_voice_to_voice_seconds_count", **labels)
+        - sample(before, "voicebot_voice_to_voice_seconds_count", **labels)
+        == 1
+    )
 
 
 async def test_spans_carry_the_call_id_and_no_conversation_text(

@@ -53,8 +53,15 @@ def leaks(text: str, last_four: bool = True) -> list[str]:
 
 
 def test_the_leak_detector_finds_each_form() -> None:
-    for form in ("536-22-8147", "5 3 6 2 2 8 1 4 7", "4539 1488 0343 6467", "card ending 6467",
-                 "five three six", "March 3rd, 1980", "march third nineteen eighty"):
+    for form in (
+        "536-22-8147",
+        "5 3 6 2 2 8 1 4 7",
+        "4539 1488 0343 6467",
+        "card ending 6467",
+        "five three six",
+        "March 3rd, 1980",
+        "march third nineteen eighty",
+    ):
         assert leaks(form), form
     assert not leaks("my social is <US_SSN> and I was born on <DATE_OF_BIRTH>, call 7862")
 
@@ -69,9 +76,7 @@ def fakes() -> Iterator[FakeSuite]:
     loop.close()
 
 
-async def test_secrets_said_on_a_call_leak_nowhere(
-    fakes: FakeSuite, tmp_path: Path
-) -> None:
+async def test_secrets_said_on_a_call_leak_nowhere(fakes: FakeSuite, tmp_path: Path) -> None:
     wav = synthesize_wav(SPOKEN, tmp_path / "secrets.wav")
     spans = tmp_path / "spans.jsonl"
     server: RunningServer = start_server(

@@ -28,8 +28,10 @@ WEB = CallInfo("call-test", "webrtc", 16000, 24000)
 def build(where: str, call: CallInfo):  # type: ignore[no-untyped-def]
     loaded = load_pipeline(REPO / "pipelines/cloud.yaml", environ=ENV)
     kind = where.split(".")[0]
-    stage = loaded.config.llm.fallback[0] if where == "llm.fallback[0]" else getattr(
-        loaded.config, kind
+    stage = (
+        loaded.config.llm.fallback[0]
+        if where == "llm.fallback[0]"
+        else getattr(loaded.config, kind)
     )
     factory = get_provider(kind, stage.provider).load_factory()
     if kind == "llm":

@@ -148,7 +148,11 @@ def test_voicebot_redact_json_without_network(tmp_path: Path) -> None:
 async def test_a_card_read_out_in_pauses_is_redacted_piece_by_piece() -> None:
     processor = RedactionProcessor(redactor(), timeout_secs=2.0)
     pieces = [
-        "my card number is 4539.", "1488", "0343", "6467 and I was born on March 3rd.", "1980."
+        "my card number is 4539.",
+        "1488",
+        "0343",
+        "6467 and I was born on March 3rd.",
+        "1980.",
     ]
     down, _ = await run_test(
         processor, frames_to_send=[TranscriptionFrame(p, "u", "t") for p in pieces]

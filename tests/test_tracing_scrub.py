@@ -38,11 +38,27 @@ def test_text_attributes_are_scrubbed_and_the_rest_kept() -> None:
 
 
 def test_what_counts_as_text() -> None:
-    for key in ("transcript", "input", "output", "text", "text_output", "gen_ai.prompt",
-                "llm.messages", "tool.arguments", "function.result"):
+    for key in (
+        "transcript",
+        "input",
+        "output",
+        "text",
+        "text_output",
+        "gen_ai.prompt",
+        "llm.messages",
+        "tool.arguments",
+        "function.result",
+    ):
         assert is_text_attribute(key), key
-    for key in ("gen_ai.usage.output_tokens", "transcript.is_input", "metrics.ttfb",
-                "gen_ai.request.model", "conversation.id", "voice_id", "is_final"):
+    for key in (
+        "gen_ai.usage.output_tokens",
+        "transcript.is_input",
+        "metrics.ttfb",
+        "gen_ai.request.model",
+        "conversation.id",
+        "voice_id",
+        "is_final",
+    ):
         assert not is_text_attribute(key), key
 
 

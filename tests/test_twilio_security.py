@@ -70,9 +70,10 @@ def signed_server(
 
 
 async def post(url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.post(
-        url, data=form, headers=headers
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=form, headers=headers) as response,
+    ):
         return response.status, await response.text()
 
 
@@ -141,9 +142,7 @@ async def _until(predicate) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_without_a_token_only_loopback_clients_are_served() -> None:
-    settings = ServerSettings.from_env(
-        {"VOICEBOT_PIPELINE": str(REPO / "pipelines/local.yaml")}
-    )
+    settings = ServerSettings.from_env({"VOICEBOT_PIPELINE": str(REPO / "pipelines/local.yaml")})
     assert not settings.twilio_signatures_required
     from server import create_app
 

@@ -85,9 +85,10 @@ def _finals(caller: WebRTCCaller) -> list[str]:
 
 
 async def _request(method: str, url: str, body: object) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.request(
-        method, url, json=body
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, json=body) as response,
+    ):
         return response.status, await response.text()
 
 
@@ -108,7 +109,8 @@ async def test_bad_offers_are_refused_and_harm_nothing(
 ) -> None:
     code, text = await _request(method, local_server.url + "/api/offer", body)
     assert code == status, text
-    async with aiohttp.ClientSession() as session, session.get(
-        local_server.url + "/readyz"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(local_server.url + "/readyz") as response,
+    ):
         assert response.status == 200

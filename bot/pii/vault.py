@@ -12,7 +12,11 @@ import re
 from dataclasses import dataclass, field
 
 _DIGITS_TYPES = {
-    "US_SSN", "CREDIT_CARD", "PHONE_NUMBER", "US_BANK_NUMBER", "ABA_ROUTING_NUMBER",
+    "US_SSN",
+    "CREDIT_CARD",
+    "PHONE_NUMBER",
+    "US_BANK_NUMBER",
+    "ABA_ROUTING_NUMBER",
     "MEDICAL_RECORD_NUMBER",
 }
 

@@ -13,17 +13,19 @@ from typing import Any
 from pydantic import BaseModel
 
 from bot.call import CallInfo
+from bot.providers import tls
 from bot.providers.http_clients import pool_limits, shared_client
 from bot.stage_options import AnthropicOptions, DeepgramOptions, ElevenLabsOptions, OpenAIOptions
 
 
 def _importer(*modules: str) -> Any:
     """A start-up hook that imports a provider's SDK and Pipecat service (a second or more of
-    imports), so the first call does not wait for them."""
+    imports), so the first call does not wait for them, and makes the shared TLS context."""
 
     def preload(_options: BaseModel) -> None:
         for module in modules:
             importlib.import_module(module)
+        tls.install()
 
     return preload
 
@@ -70,7 +72,9 @@ def make_anthropic_llm(options: AnthropicOptions, call: CallInfo, system_instruc
             base_url=options.base_url,
             max_retries=options.max_retries,
             timeout=options.timeout_secs,
-            http_client=DefaultAsyncHttpxClient(limits=pool_limits()),
+            http_client=DefaultAsyncHttpxClient(
+                limits=pool_limits(), verify=tls.client_tls_context()
+            ),
         ),
     )
     return AnthropicLLMService(
@@ -101,7 +105,9 @@ def make_openai_llm(options: OpenAIOptions, call: CallInfo, system_instruction: 
                     base_url=base_url,
                     max_retries=options.max_retries,
                     timeout=options.timeout_secs,
-                    http_client=DefaultAsyncHttpxClient(limits=pool_limits()),
+                    http_client=DefaultAsyncHttpxClient(
+                        limits=pool_limits(), verify=tls.client_tls_context()
+                    ),
                 ),
             )
 
@@ -120,6 +126,7 @@ def make_openai_llm(options: OpenAIOptions, call: CallInfo, system_instruction: 
 def make_elevenlabs_tts(options: ElevenLabsOptions, call: CallInfo) -> Any:
     from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 
+    tls.install()
     voice_settings = {
         key: value
         for key, value in {

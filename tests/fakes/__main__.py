@@ -29,16 +29,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
     parser.add_argument("--port", type=int, default=9100)
-    parser.add_argument("--stt-final-ms", type=float, default=defaults.stt_final_ms,
-                        help="Deepgram: final transcript this long after the end of speech")
+    parser.add_argument(
+        "--stt-final-ms",
+        type=float,
+        default=defaults.stt_final_ms,
+        help="Deepgram: final transcript this long after the end of speech",
+    )
     parser.add_argument("--llm-first-token-ms", type=float, default=defaults.llm_first_token_ms)
     parser.add_argument("--llm-per-token-ms", type=float, default=defaults.llm_per_token_ms)
     parser.add_argument("--tts-first-chunk-ms", type=float, default=defaults.tts_first_chunk_ms)
     parser.add_argument("--tts-per-chunk-ms", type=float, default=defaults.tts_per_chunk_ms)
-    parser.add_argument("--transcript", default=None,
-                        help="Deepgram answers this text instead of transcribing (benchmarks)")
-    parser.add_argument("--print-env-only", action="store_true",
-                        help="print the environment and exit (the fakes are not kept running)")
+    parser.add_argument(
+        "--transcript",
+        default=None,
+        help="Deepgram answers this text instead of transcribing (benchmarks)",
+    )
+    parser.add_argument(
+        "--print-env-only",
+        action="store_true",
+        help="print the environment and exit (the fakes are not kept running)",
+    )
     args = parser.parse_args(argv)
     if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
         parser.error("the fakes bind loopback addresses only")

@@ -92,8 +92,12 @@ class OtlpReceiver:
                 undecoded += 1
                 continue
             spans += sum(len(s.spans) for r in export.resource_spans for s in r.scope_spans)
-        return {"requests": len(bodies), "bytes": wire_bytes, "spans": spans,
-                "undecoded": undecoded}
+        return {
+            "requests": len(bodies),
+            "bytes": wire_bytes,
+            "spans": spans,
+            "undecoded": undecoded,
+        }
 
     def spans(self) -> list[dict[str, Any]]:
         """The spans received, flattened, each with its resource's attributes."""

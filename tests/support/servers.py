@@ -54,8 +54,18 @@ def start_server(
             full_env.pop(name, None)
     log_file = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve", "--pipeline", str(pipeline),
-         "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "serve",
+            "--pipeline",
+            str(pipeline),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         cwd=REPO,
         env=full_env,
         stdout=log_file,
