@@ -6,13 +6,20 @@ Two formats, chosen by `VOICEBOT_LOG_FORMAT`:
 
 Lines from the standard `logging` module (uvicorn, aiortc, httpx, ...) are routed through
 loguru, so they share the format, the call_id and the personal-data filter.
+
+Secrets: every value of an environment variable named like a credential (`*_KEY`, `*_KEYS`,
+`*_TOKEN`, `*_SECRET`, `*_PASSWORD`) is replaced by `[secret]` in every line, whatever wrote it
+(an SDK's debug line with a request's headers, an error that quotes a URL with a key in it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from loguru import logger
@@ -47,6 +54,48 @@ def keeps_personal_data_out(record: dict) -> bool:  # type: ignore[type-arg]
     )
 
 
+SECRET = "[secret]"
+_CREDENTIAL_NAME = re.compile(r"(_KEY|_KEYS|_TOKEN|_SECRET|_PASSWORD)$")
+_MIN_SECRET_LEN = 8  # shorter values would scrub ordinary words
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The values of the environment's credential variables (a comma list counts each item)."""
+    env = os.environ if environ is None else environ
+    found: set[str] = set()
+    for name, value in env.items():
+        if _CREDENTIAL_NAME.search(name.upper()):
+            for item in (value, *value.split(",")):
+                item = item.strip()
+                if len(item) >= _MIN_SECRET_LEN:
+                    found.add(item)
+    return tuple(sorted(found, key=len, reverse=True))  # longest first: no partial leftovers
+
+
+def scrubbing(
+    secrets: Iterable[str],
+    keep: Callable[[dict], bool],  # type: ignore[type-arg]
+) -> Callable[[dict], bool]:  # type: ignore[type-arg]
+    """A loguru filter: `keep`'s verdict, with each secret replaced by [secret] in the line."""
+    values = tuple(secrets)
+
+    def scrub(record: dict) -> bool:  # type: ignore[type-arg]
+        if not keep(record):
+            return False
+        record["message"] = _without(values, record["message"])
+        record["extra"]["_secrets"] = values  # for the exception text, in json_line
+        return True
+
+    return scrub
+
+
+def _without(secrets: Iterable[str], text: str) -> str:
+    for value in secrets:
+        if value in text:
+            text = text.replace(value, SECRET)
+    return text
+
+
 def json_line(record: Any) -> str:
     """One loguru record as one line of JSON (the `json` format)."""
     extra = record["extra"]
@@ -57,12 +106,13 @@ def json_line(record: Any) -> str:
         "logger": record["name"],
         "message": record["message"],
     }
+    secrets = extra.get("_secrets", ())
     for key, value in extra.items():
-        if key != "call_id":
+        if key not in ("call_id", "_secrets"):
             line[key] = value  # json.dumps below writes what is not JSON as its str()
     exception = record["exception"]
     if exception is not None and exception.type is not None:
-        line["exception"] = f"{exception.type.__name__}: {exception.value}"
+        line["exception"] = _without(secrets, f"{exception.type.__name__}: {exception.value}")
     return json.dumps(line, ensure_ascii=False, default=str)
 
 
@@ -96,17 +146,24 @@ def route_stdlib_logging(level: str) -> None:
     # warnings and errors still come through.
     for name in ("uvicorn.access", "aioice", "aiortc"):
         logging.getLogger(name).setLevel(max(logging.WARNING, number))
+    # The WebSocket handshakes' headers (provider keys among them) at DEBUG: never wanted.
+    logging.getLogger("websockets").setLevel(max(logging.INFO, number))
 
 
-def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
-    """One sink; lines outside a call carry call_id '-'."""
+def configure_logging(
+    level: str = "INFO", log_format: str = "text", secrets: Iterable[str] | None = None
+) -> None:
+    """One sink; lines outside a call carry call_id '-'. `secrets`: the values no line may
+    carry (default: the environment's credentials, `secret_values()`)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     logger.remove()
     logger.configure(extra={"call_id": NO_CALL})
     common: dict[str, Any] = {
         "level": level,
-        "filter": keeps_personal_data_out,
+        "filter": scrubbing(
+            secret_values() if secrets is None else secrets, keeps_personal_data_out
+        ),
         "backtrace": False,
         "diagnose": False,
     }

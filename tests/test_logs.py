@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from loguru import logger
@@ -108,3 +109,61 @@ def test_log_settings_are_checked() -> None:
         {"VOICEBOT_LOG_FORMAT": "JSON", "VOICEBOT_LOG_LEVEL": "debug"}
     )
     assert (settings.log_format, settings.log_level) == ("json", "DEBUG")
+
+
+_SECRET_LOGGING_SCRIPT = """
+import logging
+from loguru import logger
+from bot.logs import configure_logging
+configure_logging("DEBUG", "json")
+logger.info("key sk-live-0123456789 in a line")
+logging.getLogger("httpx").warning("GET https://api.example/v1?key=b-part-secret-99 refused")
+logging.getLogger("websockets.client").debug("> xi-api-key: sk-live-0123456789")
+try:
+    raise RuntimeError("auth failed for sk-live-0123456789")
+except RuntimeError:
+    logger.exception("provider error")
+logger.info("short values stay: abc")
+"""
+
+
+def test_credentials_from_the_environment_never_reach_a_line() -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ELEVENLABS_API_KEY": "sk-live-0123456789",
+        "VOICEBOT_API_KEYS": "a-part-secret-11, b-part-secret-99",
+        "SOME_TOKEN": "abc",  # too short to scrub: ordinary words would go too
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _SECRET_LOGGING_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    out = done.stdout + done.stderr
+    assert "sk-live-0123456789" not in out and "b-part-secret-99" not in out, out
+    lines = {json.loads(line)["message"]: json.loads(line) for line in done.stdout.splitlines()}
+    assert "key [secret] in a line" in lines
+    assert "GET https://api.example/v1?key=[secret] refused" in lines
+    assert lines["provider error"]["exception"] == "RuntimeError: auth failed for [secret]"
+    assert "short values stay: abc" in lines
+    assert not any("xi-api-key" in message for message in lines), "handshake headers held back"
+
+
+def test_secret_values_are_read_from_credential_names() -> None:
+    from bot.logs import secret_values
+
+    found = secret_values(
+        {
+            "DEEPGRAM_API_KEY": "dg-0123456789",
+            "TWILIO_AUTH_TOKEN": "tw-0123456789",
+            "VOICEBOT_SESSION_SECRET": "s" * 40,
+            "VOICEBOT_API_KEYS": "k1-0123456789,k2-0123456789",
+            "VOICEBOT_PUBLIC_URL": "https://bot.example.com",
+        }
+    )
+    assert set(found) >= {"dg-0123456789", "tw-0123456789", "s" * 40, "k1-0123456789"}
+    assert "https://bot.example.com" not in found
