@@ -20,7 +20,8 @@ test: deps-debian $(VENV)/.test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Debian packages the tests use, installed when missing and apt-get is there (root, else sudo):
-# haproxy (tests/test_load_balancer.py, deploy/haproxy/haproxy.cfg).
+# haproxy (tests/test_load_balancer.py, deploy/haproxy/haproxy.cfg); coturn's turnserver
+# (tests/test_turn.py).
 deps-debian:
 	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v haproxy >/dev/null 2>&1 && \
 		command -v apt-get >/dev/null 2>&1; then \
@@ -28,6 +29,13 @@ deps-debian:
 		echo "installing haproxy (Debian) for the tests"; \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
+	fi
+	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v turnserver >/dev/null 2>&1 && \
+		command -v apt-get >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		echo "installing coturn (Debian) for the tests"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; \
 	fi
 
 lint: $(VENV)/.test

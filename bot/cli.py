@@ -48,6 +48,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # SIGTERM/SIGINT drain the calls first (VOICEBOT_DRAIN_SECONDS, see DrainingServer);
         # after that uvicorn only has idle connections left to close.
         timeout_graceful_shutdown=CONNECTIONS_GRACE_SECS,
+        # A bigger WebSocket message closes that socket with 1009 (VOICEBOT_WS_MAX_BYTES).
+        ws_max_size=settings.ws_max_bytes,
+        # proxy_headers (on) and forwarded_allow_ips (FORWARDED_ALLOW_IPS, default 127.0.0.1)
+        # stay uvicorn's: the rate limit's client address is X-Forwarded-For's only when the
+        # peer is a trusted proxy (bot/limits.py).
     )
     server = DrainingServer(config, app.state.runtime)
     server.run()

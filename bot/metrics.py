@@ -64,6 +64,14 @@ TURNS = Counter("voicebot_turns_total", "Bot replies to a caller's turn", CALL)
 INTERRUPTIONS = Counter(
     "voicebot_interruptions_total", "Caller barge-ins that cut the bot off", CALL
 )
+CALLS_REFUSED = Counter(
+    "voicebot_calls_refused_total",
+    "Call starts refused (bot/limits.py): capacity (VOICEBOT_MAX_CALLS reached), draining, "
+    "not_ready (models still loading) or rate_limited (VOICEBOT_RATE_LIMIT, per client address)",
+    ["reason"],
+)
+for _reason in ("capacity", "draining", "not_ready", "rate_limited"):
+    CALLS_REFUSED.labels(_reason)  # every series from the start, at 0
 PIPELINE_ERRORS = Counter(
     "voicebot_pipeline_errors_total",
     "Errors raised inside a call's pipeline, by the processor that raised them",

@@ -7,7 +7,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from bot.limits import RateLimit, parse_rate_limit
+from bot.turn import DEFAULT_TTL_SECS, TurnConfig, TurnConfigError, check_turn_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PIPELINE = "pipelines/local.yaml"
@@ -15,6 +19,16 @@ DEFAULT_DAILY_API_URL = "https://api.daily.co/v1"
 DEFAULT_DAILY_ROOM_EXPIRY_SECS = 1200
 DEFAULT_DAILY_API_TIMEOUT_SECS = 10.0
 DEFAULT_DRAIN_SECS = 10.0
+# Limits (bot/limits.py, README "Limits"). 15 calls: the measured limit per core (BENCHMARKS.md).
+DEFAULT_MAX_CALLS = 15
+DEFAULT_RETRY_AFTER_SECS = 5
+DEFAULT_RATE_LIMIT = "30/minute"
+DEFAULT_WS_MAX_BYTES = 65536  # Twilio's media messages are a few hundred bytes
+DEFAULT_MAX_BODY_BYTES = 131072  # a 64 KiB SDP offer in JSON fits
+MAX_BUSY_MESSAGE_CHARS = 500
+DEFAULT_SESSION_TTL_SECS = 300
+MIN_API_KEY_CHARS = 16
+MIN_SESSION_SECRET_CHARS = 32
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -49,6 +63,22 @@ class ServerSettings:
     daily_api_timeout_secs: float = DEFAULT_DAILY_API_TIMEOUT_SECS
     # SIGTERM/SIGINT: how long calls in flight may go on before the server ends them.
     drain_secs: float = DEFAULT_DRAIN_SECS
+    # TURN relay for the WebRTC peer connections (bot/turn.py); its repr hides the secret.
+    turn: TurnConfig | None = None
+    # Who may call over WebRTC (bot/webrtc_auth.py) and which other origins may ask (CORS).
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    session_secret: str | None = field(default=None, repr=False)
+    session_ttl_secs: int = DEFAULT_SESSION_TTL_SECS
+    cors_origins: tuple[str, ...] = ()
+    # Limits (bot/limits.py): calls per process, call starts per client address, sizes.
+    max_calls: int = DEFAULT_MAX_CALLS
+    busy_message: str | None = None
+    retry_after_secs: int = DEFAULT_RETRY_AFTER_SECS
+    rate_limit: RateLimit | None = field(
+        default_factory=lambda: parse_rate_limit(DEFAULT_RATE_LIMIT)
+    )
+    ws_max_bytes: int = DEFAULT_WS_MAX_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
@@ -94,6 +124,9 @@ class ServerSettings:
                 "DAILY_API_TIMEOUT_SECS", env, DEFAULT_DAILY_API_TIMEOUT_SECS
             ),
             drain_secs=_positive("VOICEBOT_DRAIN_SECONDS", env, DEFAULT_DRAIN_SECS),
+            turn=_turn(env),
+            **_webrtc_access(env),
+            **_limits(env),
         )
 
     @property
@@ -103,6 +136,160 @@ class ServerSettings:
     @property
     def twilio_signatures_required(self) -> bool:
         return self.twilio_auth_token is not None
+
+
+def _webrtc_access(env: Mapping[str, str]) -> dict[str, Any]:
+    """VOICEBOT_API_KEYS, VOICEBOT_SESSION_SECRET, VOICEBOT_SESSION_TTL_SECONDS and
+    VOICEBOT_CORS_ORIGINS; messages never quote a key or the secret."""
+    keys = tuple(key.strip() for key in (env.get("VOICEBOT_API_KEYS") or "").split(","))
+    keys = tuple(key for key in keys if key)
+    for number, key in enumerate(keys, 1):
+        if len(key) < MIN_API_KEY_CHARS:
+            raise SettingsError(
+                f"VOICEBOT_API_KEYS: key #{number} has {len(key)} characters; each key needs at "
+                f"least {MIN_API_KEY_CHARS}"
+            )
+        if not key.isascii() or not key.isprintable() or " " in key:
+            raise SettingsError(
+                f"VOICEBOT_API_KEYS: key #{number} must be printable ASCII without spaces"
+            )
+    secret = (env.get("VOICEBOT_SESSION_SECRET") or "").strip() or None
+    if secret is not None:
+        if len(secret) < MIN_SESSION_SECRET_CHARS:
+            raise SettingsError(
+                f"VOICEBOT_SESSION_SECRET has {len(secret)} characters; it needs at least "
+                f"{MIN_SESSION_SECRET_CHARS} (e.g. `openssl rand -hex 32`)"
+            )
+        if not keys:
+            raise SettingsError(
+                "VOICEBOT_SESSION_SECRET is set but VOICEBOT_API_KEYS is not: session tokens are "
+                "minted with an API key, so set both (or neither, for local development)"
+            )
+    ttl_raw = (env.get("VOICEBOT_SESSION_TTL_SECONDS") or "").strip()
+    ttl = DEFAULT_SESSION_TTL_SECS
+    if ttl_raw:
+        if not ttl_raw.isdigit() or int(ttl_raw) < 1:
+            raise SettingsError(
+                f"VOICEBOT_SESSION_TTL_SECONDS must be a whole number of seconds >= 1, "
+                f"got {ttl_raw!r}"
+            )
+        ttl = int(ttl_raw)
+    return {
+        "api_keys": keys,
+        "session_secret": secret,
+        "session_ttl_secs": ttl,
+        "cors_origins": _cors_origins(env.get("VOICEBOT_CORS_ORIGINS") or ""),
+    }
+
+
+def _cors_origins(raw: str) -> tuple[str, ...]:
+    origins: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        if "*" in item:
+            raise SettingsError(
+                "VOICEBOT_CORS_ORIGINS must list explicit origins like https://app.example.com; "
+                f"{item!r} is refused (a wildcard would let any web site call the bot)"
+            )
+        parts = urlsplit(item.rstrip("/"))
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or "@" in parts.netloc
+        ):
+            raise SettingsError(
+                "VOICEBOT_CORS_ORIGINS entries must be origins, scheme://host[:port] with no "
+                f"path, like https://app.example.com; got {item!r}"
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise SettingsError(f"VOICEBOT_CORS_ORIGINS: bad port in {item!r}") from None
+        origin = f"{parts.scheme}://{parts.netloc.lower()}"
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
+
+
+def _turn(env: Mapping[str, str]) -> TurnConfig | None:
+    """VOICEBOT_TURN_URLS, VOICEBOT_TURN_SECRET, VOICEBOT_TURN_TTL_SECONDS; messages never quote
+    the secret."""
+    urls = tuple(u.strip() for u in (env.get("VOICEBOT_TURN_URLS") or "").split(",") if u.strip())
+    secret = (env.get("VOICEBOT_TURN_SECRET") or "").strip()
+    if not urls:
+        if secret:
+            raise SettingsError(
+                "VOICEBOT_TURN_SECRET is set but VOICEBOT_TURN_URLS is not: list the TURN "
+                "server's URLs, e.g. turn:turn.example.com:3478?transport=udp"
+            )
+        return None
+    for url in urls:
+        try:
+            check_turn_url(url)
+        except TurnConfigError as exc:
+            raise SettingsError(f"VOICEBOT_TURN_URLS: {exc}") from None
+    if not secret:
+        raise SettingsError(
+            "VOICEBOT_TURN_URLS is set but VOICEBOT_TURN_SECRET is not: the TURN server's "
+            "static-auth-secret (coturn use-auth-secret) is needed to mint credentials"
+        )
+    raw_ttl = (env.get("VOICEBOT_TURN_TTL_SECONDS") or "").strip() or str(DEFAULT_TTL_SECS)
+    try:
+        ttl = int(raw_ttl)
+    except ValueError:
+        raise SettingsError(
+            f"VOICEBOT_TURN_TTL_SECONDS must be a whole number of seconds, got {raw_ttl!r}"
+        ) from None
+    try:
+        return TurnConfig(urls=urls, secret=secret, ttl_secs=ttl)
+    except TurnConfigError as exc:
+        name = "VOICEBOT_TURN_SECRET" if "secret" in str(exc) else "VOICEBOT_TURN_TTL_SECONDS"
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """VOICEBOT_MAX_CALLS, VOICEBOT_BUSY_MESSAGE, VOICEBOT_RETRY_AFTER_SECONDS,
+    VOICEBOT_RATE_LIMIT, VOICEBOT_WS_MAX_BYTES and VOICEBOT_MAX_BODY_BYTES."""
+    raw_rate = (env.get("VOICEBOT_RATE_LIMIT") or "").strip() or DEFAULT_RATE_LIMIT
+    try:
+        rate_limit = parse_rate_limit(raw_rate)
+    except ValueError as exc:
+        raise SettingsError(f"VOICEBOT_RATE_LIMIT: {exc}") from None
+    busy = " ".join((env.get("VOICEBOT_BUSY_MESSAGE") or "").split()) or None
+    if busy is not None and len(busy) > MAX_BUSY_MESSAGE_CHARS:
+        raise SettingsError(
+            f"VOICEBOT_BUSY_MESSAGE has {len(busy)} characters; at most "
+            f"{MAX_BUSY_MESSAGE_CHARS} (it is read to callers the server cannot take)"
+        )
+    return {
+        "max_calls": _whole("VOICEBOT_MAX_CALLS", env, DEFAULT_MAX_CALLS, 1, "calls"),
+        "busy_message": busy,
+        "retry_after_secs": _whole(
+            "VOICEBOT_RETRY_AFTER_SECONDS", env, DEFAULT_RETRY_AFTER_SECS, 1, "seconds"
+        ),
+        "rate_limit": rate_limit,
+        "ws_max_bytes": _whole("VOICEBOT_WS_MAX_BYTES", env, DEFAULT_WS_MAX_BYTES, 4096, "bytes"),
+        "max_body_bytes": _whole(
+            "VOICEBOT_MAX_BODY_BYTES", env, DEFAULT_MAX_BODY_BYTES, 4096, "bytes"
+        ),
+    }
+
+
+def _whole(name: str, env: Mapping[str, str], default: int, minimum: int, unit: str) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise SettingsError(f"{name} must be a whole number of {unit} >= {minimum}, got {raw!r}")
+    return value
 
 
 def _check_otlp_protocol(env: Mapping[str, str]) -> None:

@@ -30,6 +30,9 @@ KEY = "daily-test-key-5f3a9c0e7b1d4a2f8e6c"
 EXPIRY_SECS = 600
 PIPELINE = str(REPO / "pipelines/local.yaml")
 
+# Without VOICEBOT_API_KEYS, rooms are started for loopback clients only (SECURITY.md).
+LOOPBACK = ("127.0.0.1", 50000)
+
 
 def settings_for(api_url: str | None, key: str | None = KEY) -> ServerSettings:
     env = {
@@ -80,7 +83,7 @@ def client(
 ) -> Iterator[TestClient]:
     app = create_app(settings_for(daily.url))  # type: ignore[attr-defined]
     app.state.daily.transport_factory = transports
-    with TestClient(app) as test_client:
+    with TestClient(app, client=LOOPBACK) as test_client:
         wait_until(lambda: test_client.get("/readyz").status_code == 200, 120, "server ready")
         yield test_client
 
@@ -179,7 +182,7 @@ def test_bot_greets_the_first_participant_and_ends_when_they_leave(
 
 def test_without_a_key_daily_is_unavailable(log_lines: list[str]) -> None:
     app = create_app(settings_for(None, key=None))
-    test_client = TestClient(app)  # no lifespan needed: nothing is started
+    test_client = TestClient(app, client=LOOPBACK)  # no lifespan needed: nothing is started
     assert test_client.get("/api/daily/available").json() == {"available": False}
     response = test_client.post("/api/daily/start")
     assert response.status_code == 503
@@ -191,7 +194,8 @@ def test_without_a_key_daily_is_unavailable(log_lines: list[str]) -> None:
 def test_not_ready_server_refuses_before_calling_daily(daily: FakeDailyRest) -> None:
     app = create_app(settings_for(daily.url))  # type: ignore[attr-defined]
     before = len(daily.log.requests)
-    response = TestClient(app).post("/api/daily/start")  # lifespan not run: models not loaded
+    # The lifespan is not run: the models are not loaded.
+    response = TestClient(app, client=LOOPBACK).post("/api/daily/start")
     assert response.status_code == 503
     assert response.headers.get("Retry-After") == "5"
     assert len(daily.log.requests) == before, "no room may be created while not taking calls"

@@ -257,6 +257,7 @@ class DailyEdge:
                 raise HTTPException(500, "could not start the bot for this room") from None
             logger.info(f"Daily room {room.name} created, bot joining")
         task = asyncio.create_task(self._run_call(session, room), name=f"daily:{call_id}")
+        self._calls.hand_over(task)  # counted against VOICEBOT_MAX_CALLS until it runs
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return {"room_url": room.url, "token": room.user_token, "call_id": call_id}

@@ -32,6 +32,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from bot.call import CallInfo
 from bot.calls import CallRegistry
 from bot.config import LoadedPipeline
+from bot.limits import Admission
 from bot.pipeline import CallSession
 from bot.settings import ServerSettings
 
@@ -122,10 +123,16 @@ def voice_twiml(settings: ServerSettings, request_url: str, form: dict[str, str]
     return str(response)
 
 
-def busy_twiml() -> str:
-    """The answer while the server is starting or draining: Twilio plays a busy signal."""
+def busy_twiml(message: str | None = None) -> str:
+    """The answer while the server takes no call (starting, draining, at VOICEBOT_MAX_CALLS):
+    Twilio plays a busy signal; with VOICEBOT_BUSY_MESSAGE, it reads that (XML-escaped) and
+    hangs up instead."""
     response = VoiceResponse()
-    response.reject(reason="busy")
+    if message:
+        response.say(message)
+        response.hangup()
+    else:
+        response.reject(reason="busy")
     return str(response)
 
 
@@ -143,6 +150,10 @@ class StreamStart:
 class HandshakeError(ValueError):
     """The stream did not open as Twilio's protocol says it does."""
 
+    def __init__(self, message: str, call_sid: str | None = None):
+        super().__init__(message)
+        self.call_sid = call_sid  # when the `start` named its call, for the log line
+
 
 def parse_start(message: dict[str, Any]) -> StreamStart:
     start = message.get("start")
@@ -150,15 +161,24 @@ def parse_start(message: dict[str, Any]) -> StreamStart:
         raise HandshakeError("'start' event without a start object")
     stream_sid = message.get("streamSid") or start.get("streamSid")
     call_sid = start.get("callSid")
-    if not isinstance(stream_sid, str) or not stream_sid:
-        raise HandshakeError("'start' event without streamSid")
     if not isinstance(call_sid, str) or not call_sid:
         raise HandshakeError("'start' event without callSid")
+    call_sid = call_sid[:64]
+    if not isinstance(stream_sid, str) or not stream_sid:
+        raise HandshakeError("'start' event without streamSid", call_sid)
+    # Any JSON may stand where Twilio puts its media format: refuse what is not it.
     media_format = start.get("mediaFormat") or {}
+    if not isinstance(media_format, dict):
+        raise HandshakeError("'start' event with a malformed mediaFormat", call_sid)
     encoding = media_format.get("encoding", "audio/x-mulaw")
-    rate = int(media_format.get("sampleRate", PHONE_SAMPLE_RATE))
+    try:
+        rate = int(media_format.get("sampleRate", PHONE_SAMPLE_RATE))
+    except (TypeError, ValueError, OverflowError):
+        raise HandshakeError("'start' event with a malformed sampleRate", call_sid) from None
     if encoding != "audio/x-mulaw" or rate != PHONE_SAMPLE_RATE:
-        raise HandshakeError(f"unsupported media format {encoding} at {rate} Hz")
+        raise HandshakeError(
+            f"unsupported media format {repr(encoding)[:40]} at {rate} Hz"[:120], call_sid
+        )
     params = start.get("customParameters") or {}
     return StreamStart(
         stream_sid=stream_sid,
@@ -173,10 +193,15 @@ def parse_start(message: dict[str, Any]) -> StreamStart:
 async def read_start(websocket: WebSocket) -> StreamStart:
     """Read `connected` and `start`; anything else first is a protocol error."""
     for _ in range(MAX_HANDSHAKE_MESSAGES):
-        text = await asyncio.wait_for(websocket.receive_text(), START_TIMEOUT_SECS)
+        received = await asyncio.wait_for(websocket.receive(), START_TIMEOUT_SECS)
+        if received["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(received.get("code", 1000))
+        text = received.get("text")
+        if text is None:  # receive_text() would raise KeyError on a binary message
+            raise HandshakeError("binary message before 'start'")
         try:
             message = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise HandshakeError("message is not JSON") from None
         if not isinstance(message, dict):
             raise HandshakeError("message is not a JSON object")
@@ -185,7 +210,7 @@ async def read_start(websocket: WebSocket) -> StreamStart:
             continue
         if event == "start":
             return parse_start(message)
-        raise HandshakeError(f"expected 'start', got {event!r}")
+        raise HandshakeError(f"expected 'start', got {repr(event)[:40]}")
     raise HandshakeError("no 'start' event")
 
 
@@ -207,6 +232,10 @@ class GuardedTwilioSerializer(TwilioFrameSerializer):
 
     async def deserialize(self, data: str | bytes) -> Frame | None:
         try:
+            # Parsed here first: Pipecat's serializer logs each frame that is not JSON in full,
+            # which would let a caller write whatever it likes (newlines too) into the log.
+            if not isinstance(json.loads(data), dict):
+                raise TypeError("not a JSON object")
             frame = await super().deserialize(data)
         except Exception as exc:
             self._bad_frames += 1
@@ -252,18 +281,40 @@ def _serializer(start: StreamStart, settings: ServerSettings) -> TwilioFrameSeri
 
 
 async def serve_media_stream(
-    websocket: WebSocket, settings: ServerSettings, loaded: LoadedPipeline, calls: CallRegistry
+    websocket: WebSocket,
+    settings: ServerSettings,
+    loaded: LoadedPipeline,
+    calls: CallRegistry,
+    admission: Admission | None = None,
 ) -> None:
     """One phone call, from the WebSocket upgrade to hang-up."""
     if not websocket_caller_allowed(websocket, settings):
         logger.warning("refused Twilio media stream: signature or origin not accepted")
         await websocket.close(code=1008)  # before accept(): answered as HTTP 403
         return
+    # No rate limit here: the call's webhook was the rate-limited request.
+    refusal = admission.check(None, rate_limit=False) if admission is not None else None
+    if refusal is not None:
+        logger.warning(f"refused Twilio media stream: {refusal.reason}")
+        if refusal.reason == "capacity":
+            await websocket.accept()  # so that Twilio sees 1013 (try again later)
+        # Starting or draining: closed before accept(), answered as HTTP 403 (as ever).
+        await websocket.close(code=1013, reason=refusal.detail)
+        return
+    with calls.reserve():  # counted against VOICEBOT_MAX_CALLS from here
+        await _serve_admitted(websocket, settings, loaded, calls)
+
+
+async def _serve_admitted(
+    websocket: WebSocket, settings: ServerSettings, loaded: LoadedPipeline, calls: CallRegistry
+) -> None:
     await websocket.accept()
     try:
         start = await read_start(websocket)
     except (HandshakeError, TimeoutError, ValueError) as exc:
-        logger.warning(f"Twilio stream refused: {exc}")
+        call_sid = exc.call_sid if isinstance(exc, HandshakeError) else None
+        with logger.contextualize(**({"call_id": call_sid} if call_sid else {})):
+            logger.warning(f"Twilio stream refused: {str(exc)[:120]}")
         await websocket.close(code=1008, reason=str(exc)[:120])
         return
     except WebSocketDisconnect:

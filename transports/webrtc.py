@@ -29,15 +29,17 @@ from bot.calls import CallRegistry
 from bot.config import LoadedPipeline
 from bot.metrics import ICE_STATE_TRANSITIONS
 from bot.pipeline import CallSession
+from bot.webrtc_auth import Principal
 from bot.webrtc_jitter import use_server_jitter_buffer
 
 WEBRTC_IN_SAMPLE_RATE = 16000
 WEBRTC_OUT_SAMPLE_RATE = 24000
 MAX_SDP_BYTES = 64 * 1024
 
-# The call a new offer starts: its id and when the offer arrived (read by the call's builder,
-# which Pipecat's handler calls back within the same request).
-_NEW_CALL: ContextVar[tuple[str, float]] = ContextVar("new_webrtc_call")
+# The call a new offer starts: its id, when the offer arrived and who sent it (read by the call's
+# builder, which Pipecat's handler calls back within the same request).
+_NEW_CALL: ContextVar[tuple[str, float, str]] = ContextVar("new_webrtc_call")
+UNKNOWN_PC_ID = "unknown pc_id"
 
 
 class OfferBody(BaseModel):
@@ -70,14 +72,35 @@ def _looks_like_sdp(sdp: str) -> bool:
 class WebRTCEdge:
     """Answers offers and starts one call per new peer connection."""
 
-    def __init__(self, loaded: LoadedPipeline, calls: CallRegistry):
+    def __init__(self, loaded: LoadedPipeline, calls: CallRegistry, turn: Any = None):
+        """`turn` (a bot.turn.TurnConfig, e.g. `settings.turn`): the server's peer connections
+        also gather relay candidates on that TURN server, credentials minted per connection."""
+        from transports.webrtc_turn import TurnRequestHandler
+
         self._loaded = loaded
         self._calls = calls
-        self._handler = SmallWebRTCRequestHandler()
+        self._handler = (
+            TurnRequestHandler(turn) if turn is not None else SmallWebRTCRequestHandler()
+        )
         self._call_ids: dict[str, str] = {}  # pc_id -> call_id, for the PATCHes' log lines
+        self._owners: dict[str, str] = {}  # pc_id -> the principal that opened it, while live
         use_server_jitter_buffer()
 
-    async def offer(self, body: OfferBody) -> dict[str, str]:
+    def _require_owner(self, pc_id: str, caller: Principal, what: str) -> None:
+        """Only the principal that opened a peer connection may touch it; to anyone else it
+        is as unknown as an id that never existed (404 either way: ids cannot be probed)."""
+        owner = self._owners.get(pc_id)
+        if owner == caller.id:
+            return
+        caller.require_fresh()  # an expired token owns its own calls and nothing else
+        with logger.contextualize(call_id=self._call_ids.get(pc_id, "-")):
+            reason = "unknown pc_id" if owner is None else "pc_id opened by another caller"
+            logger.info(f"refused {what}: {reason}")
+        raise HTTPException(404, UNKNOWN_PC_ID)
+
+    async def offer(self, body: OfferBody, caller: Principal) -> dict[str, str]:
+        if body.pc_id is not None:
+            self._require_owner(body.pc_id, caller, "renegotiation offer")
         if not _looks_like_sdp(body.sdp):
             raise HTTPException(400, "sdp is not an SDP offer with an audio section")
         request = SmallWebRTCRequest(
@@ -88,7 +111,7 @@ class WebRTCEdge:
             request_data=body.request_data,
         )
         call_id = self._call_ids.get(body.pc_id or "") or new_call_id()
-        _NEW_CALL.set((call_id, time.monotonic()))
+        _NEW_CALL.set((call_id, time.monotonic(), caller.id))
         # Everything the offer starts (aiortc's ICE and DTLS tasks included) logs with the call_id.
         with logger.contextualize(call_id=call_id):
             return await self._answer(request)
@@ -105,7 +128,8 @@ class WebRTCEdge:
             raise HTTPException(500, "no SDP answer was produced")
         return answer
 
-    async def patch(self, body: PatchBody) -> None:
+    async def patch(self, body: PatchBody, caller: Principal) -> None:
+        self._require_owner(body.pc_id, caller, "PATCH /api/offer")
         request = SmallWebRTCPatchRequest(
             pc_id=body.pc_id,
             candidates=[
@@ -118,7 +142,9 @@ class WebRTCEdge:
         try:
             with logger.contextualize(call_id=self._call_ids.get(body.pc_id, "-")):
                 await self._handler.handle_patch_request(request)
-        except HTTPException:
+        except HTTPException as exc:
+            if exc.status_code == 404:  # closed while we still knew it: the same clean answer
+                raise HTTPException(404, UNKNOWN_PC_ID) from None
             raise
         except Exception as exc:
             logger.warning(f"ICE candidate refused: {type(exc).__name__}: {exc}")
@@ -128,16 +154,23 @@ class WebRTCEdge:
         await self._handler.close()
 
     async def _start_call(self, connection: SmallWebRTCConnection) -> None:
+        owner = _NEW_CALL.get(("", 0.0, ""))[2]
         try:
             task = self._calls.start(self._build_session(connection))
-            task.add_done_callback(lambda _: self._call_ids.pop(connection.pc_id, None))
+            if owner:
+                self._owners[connection.pc_id] = owner
+            task.add_done_callback(lambda _: self._forget(connection.pc_id))
         except Exception as exc:
             logger.exception(f"could not set up the call: {type(exc).__name__}")
             await connection.disconnect()
             raise
 
+    def _forget(self, pc_id: str) -> None:
+        self._call_ids.pop(pc_id, None)
+        self._owners.pop(pc_id, None)
+
     def _build_session(self, connection: SmallWebRTCConnection) -> CallSession:
-        call_id, offered_at = _NEW_CALL.get((new_call_id(), time.monotonic()))
+        call_id, offered_at, _ = _NEW_CALL.get((new_call_id(), time.monotonic(), ""))
         call = CallInfo(
             call_id=call_id,
             transport="webrtc",

@@ -48,8 +48,21 @@ def start_server(
 ) -> RunningServer:
     """Run `voicebot serve` and wait for /readyz; raise with the server's log if it fails."""
     port = free_port()
-    full_env = {**os.environ, "VOICEBOT_LOG_LEVEL": "INFO", **(env or {})}
-    for name in ("TWILIO_AUTH_TOKEN", "VOICEBOT_PUBLIC_URL"):
+    # Every test call comes from 127.0.0.1: no per-address rate limit unless a test asks for one.
+    full_env = {
+        "VOICEBOT_RATE_LIMIT": "off",
+        **os.environ,
+        "VOICEBOT_LOG_LEVEL": "INFO",
+        **(env or {}),
+    }
+    for name in (
+        "TWILIO_AUTH_TOKEN",
+        "VOICEBOT_PUBLIC_URL",
+        "VOICEBOT_API_KEYS",
+        "VOICEBOT_SESSION_SECRET",
+        "VOICEBOT_TURN_URLS",
+        "VOICEBOT_TURN_SECRET",
+    ):
         if env is None or name not in env:
             full_env.pop(name, None)
     log_file = log_path.open("wb")
