@@ -29,8 +29,10 @@ from bot.calls import CallRegistry
 from bot.config import LoadedPipeline
 from bot.metrics import ICE_STATE_TRANSITIONS
 from bot.pipeline import CallSession
+from bot.turn import TurnConfig
 from bot.webrtc_auth import Principal
 from bot.webrtc_jitter import use_server_jitter_buffer
+from transports.webrtc_turn import TurnRequestHandler
 
 WEBRTC_IN_SAMPLE_RATE = 16000
 WEBRTC_OUT_SAMPLE_RATE = 24000
@@ -72,11 +74,9 @@ def _looks_like_sdp(sdp: str) -> bool:
 class WebRTCEdge:
     """Answers offers and starts one call per new peer connection."""
 
-    def __init__(self, loaded: LoadedPipeline, calls: CallRegistry, turn: Any = None):
-        """`turn` (a bot.turn.TurnConfig, e.g. `settings.turn`): the server's peer connections
-        also gather relay candidates on that TURN server, credentials minted per connection."""
-        from transports.webrtc_turn import TurnRequestHandler
-
+    def __init__(self, loaded: LoadedPipeline, calls: CallRegistry, turn: TurnConfig | None = None):
+        """`turn` (`settings.turn`): the server's peer connections also gather relay candidates
+        on that TURN server, with credentials minted per connection."""
         self._loaded = loaded
         self._calls = calls
         self._handler = (
