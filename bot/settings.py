@@ -57,6 +57,8 @@ class ServerSettings:
     log_format: str = "text"
     observability: bool = True
     trace_file: str | None = None
+    # Twilio's webhook shared key (HMAC-SHA256 signing, X-Twilio-Webhooks-Signature-Settings).
+    twilio_webhook_shared_key: str | None = field(default=None, repr=False)
     daily_api_key: str | None = field(default=None, repr=False)
     daily_api_url: str = DEFAULT_DAILY_API_URL
     daily_room_expiry_secs: int = DEFAULT_DAILY_ROOM_EXPIRY_SECS
@@ -104,6 +106,7 @@ class ServerSettings:
             twilio_auth_token=token,
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
             twilio_api_base_url=(env.get("VOICEBOT_TWILIO_API_URL") or "").rstrip("/") or None,
+            twilio_webhook_shared_key=(env.get("TWILIO_WEBHOOK_SHARED_KEY") or "").strip() or None,
             log_level=_log_level(env.get("VOICEBOT_LOG_LEVEL") or "INFO"),
             log_format=_one_of(
                 "VOICEBOT_LOG_FORMAT", env.get("VOICEBOT_LOG_FORMAT") or "text", LOG_FORMATS

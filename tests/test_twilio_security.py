@@ -203,3 +203,44 @@ async def test_call_still_ends_when_the_rest_hang_up_fails(
     expected = "Status 500" if fault == "http_500" else "got no answer"
     assert expected in log, f"the failed hang-up was not logged:\n{log[-2000:]}"
     assert TOKEN not in log
+
+
+SHARED_KEY = "webhook-shared-key-secret-0123456789"
+SHARED_SETTINGS = {
+    "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"
+}
+
+
+def _signed_app(shared_key: str | None) -> TestClient:
+    from server import create_app
+
+    env = {
+        "VOICEBOT_PIPELINE": str(REPO / "pipelines/local.yaml"),
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "VOICEBOT_PUBLIC_URL": PUBLIC,
+    }
+    if shared_key:
+        env["TWILIO_WEBHOOK_SHARED_KEY"] = shared_key
+    return TestClient(create_app(ServerSettings.from_env(env)))
+
+
+def test_webhooks_signed_with_the_shared_key_and_hmac_sha256() -> None:
+    url = PUBLIC + "/twilio/status"
+    sha256 = RequestValidator(SHARED_KEY).compute_signature(url, FORM, algorithm="HMAC_SHA256")
+    under_token = VALIDATOR.compute_signature(url, FORM, algorithm="HMAC_SHA256")
+    legacy = VALIDATOR.compute_signature(url, FORM)
+
+    def status(client: TestClient, headers: dict[str, str]) -> int:
+        return client.post("/twilio/status", data=FORM, headers=headers).status_code
+
+    client = _signed_app(SHARED_KEY)
+    assert status(client, {**SHARED_SETTINGS, "X-Twilio-Signature": sha256}) == 204
+    assert status(client, {**SHARED_SETTINGS, "X-Twilio-Signature": under_token}) == 403
+    assert status(client, {**SHARED_SETTINGS, "X-Twilio-Signature": legacy}) == 403
+    assert status(client, {"X-Twilio-Signature": legacy}) == 204  # the legacy way still works
+    assert status(client, {"X-Twilio-Signature": sha256}) == 403  # no header: SHA-1 expected
+    # Without the shared key configured, a request signed with it cannot be checked: refused.
+    assert status(_signed_app(None), {**SHARED_SETTINGS, "X-Twilio-Signature": sha256}) == 403
+    assert SHARED_KEY not in repr(
+        ServerSettings.from_env({"TWILIO_WEBHOOK_SHARED_KEY": SHARED_KEY})
+    )

@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,7 +27,7 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketTransport,
 )
 from starlette.websockets import WebSocketDisconnect
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from bot.call import CallInfo
@@ -47,6 +48,10 @@ STATUS_PATH = "/twilio/status"
 START_TIMEOUT_SECS = 10.0
 MAX_HANDSHAKE_MESSAGES = 10
 HANG_UP_TIMEOUT_SECS = 5.0
+
+
+# Twilio's newer webhook signing (a shared key, HMAC-SHA256) names itself in this header.
+SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 
 
 def is_loopback(host: str | None) -> bool:
@@ -85,12 +90,42 @@ def check_http_caller(request: Request, settings: ServerSettings, form: dict[str
             logger.warning(f"refused {request.url.path} from {client}: no TWILIO_AUTH_TOKEN set")
             raise HTTPException(403, "Twilio routes serve loopback clients only without a token")
         return
-    signature = request.headers.get("X-Twilio-Signature", "")
     url = _signed_url(settings, request.url.path, request.url.query)
-    validator = RequestValidator(settings.twilio_auth_token)
-    if not signature or not validator.validate(url, form, signature):
-        logger.warning(f"refused {request.url.path}: missing or invalid X-Twilio-Signature")
+    if not signature_valid(request.headers, settings, url, form, request.url.path):
         raise HTTPException(403, "invalid Twilio signature")
+
+
+def signature_valid(
+    headers: Mapping[str, str],
+    settings: ServerSettings,
+    url: str,
+    params: dict[str, str],
+    path: str,
+) -> bool:
+    """`X-Twilio-Signature` over `url` and `params`. Signed the legacy way (HMAC-SHA1 under the
+    auth token) unless the request carries `X-Twilio-Webhooks-Signature-Settings`: then under
+    the webhook shared key (TWILIO_WEBHOOK_SHARED_KEY) with the algorithm the header names
+    (HMAC_SHA256), checked by the twilio library."""
+    signature = headers.get("X-Twilio-Signature", "")
+    signing = headers.get(SIGNATURE_SETTINGS_HEADER)
+    if not signature:
+        logger.warning(f"refused {path}: no X-Twilio-Signature")
+        return False
+    if signing:
+        algorithm = get_signature_algorithm(signing)
+        if settings.twilio_webhook_shared_key is None:
+            logger.warning(
+                f"refused {path}: signed with a webhook shared key ({algorithm[:20]}) but "
+                "TWILIO_WEBHOOK_SHARED_KEY is not set"
+            )
+            return False
+        validator = RequestValidator(settings.twilio_webhook_shared_key)
+        valid = validator.validate(url, params, signature, algorithm=algorithm)
+    else:
+        valid = RequestValidator(settings.twilio_auth_token).validate(url, params, signature)
+    if not valid:
+        logger.warning(f"refused {path}: invalid X-Twilio-Signature")
+    return bool(valid)
 
 
 def websocket_caller_allowed(websocket: WebSocket, settings: ServerSettings) -> bool:
@@ -98,13 +133,10 @@ def websocket_caller_allowed(websocket: WebSocket, settings: ServerSettings) -> 
     client = websocket.client.host if websocket.client else None
     if not settings.twilio_signatures_required:
         return is_loopback(client)
-    signature = websocket.headers.get("X-Twilio-Signature", "")
     url = websocket_url(settings.public_url or "", websocket.url.path)
     if websocket.url.query:
         url += f"?{websocket.url.query}"
-    return bool(signature) and RequestValidator(settings.twilio_auth_token).validate(
-        url, {}, signature
-    )
+    return signature_valid(websocket.headers, settings, url, {}, websocket.url.path)
 
 
 def voice_twiml(settings: ServerSettings, request_url: str, form: dict[str, str]) -> str:
