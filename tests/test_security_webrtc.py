@@ -134,7 +134,8 @@ def test_session_route_needs_an_api_key(secured: TestClient) -> None:
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert set(body) == {"token", "expires_at"}
+    assert set(body) == {"token", "expires_at", "ice_servers"}
+    assert body["ice_servers"] == []  # no TURN configured
     version, expiry, nonce, signature = body["token"].split(".")
     assert version == "v1" and int(expiry) == body["expires_at"]
     assert before + TTL <= body["expires_at"] <= int(time.time()) + TTL
