@@ -43,7 +43,12 @@ def _not_traced(scope: Scope) -> bool:
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     runtime = Runtime(settings or ServerSettings.from_env())
-    webrtc = WebRTCEdge(runtime.loaded, runtime.calls, turn=runtime.settings.turn)
+    webrtc = WebRTCEdge(
+        runtime.loaded,
+        runtime.calls,
+        turn=runtime.settings.turn,
+        connect_timeout_secs=runtime.settings.webrtc_connect_timeout_secs,
+    )
     webrtc_auth = WebRTCAuth(runtime.settings)
     daily = DailyEdge(runtime.settings, runtime.loaded, runtime.calls)
 

@@ -19,6 +19,7 @@ DEFAULT_DAILY_API_URL = "https://api.daily.co/v1"
 DEFAULT_DAILY_ROOM_EXPIRY_SECS = 1200
 DEFAULT_DAILY_API_TIMEOUT_SECS = 10.0
 DEFAULT_DRAIN_SECS = 10.0
+DEFAULT_WEBRTC_CONNECT_TIMEOUT_SECS = 20.0
 # Limits (bot/limits.py, README "Limits"). 15 calls: the measured limit per core (BENCHMARKS.md).
 DEFAULT_MAX_CALLS = 15
 DEFAULT_RETRY_AFTER_SECS = 5
@@ -65,6 +66,8 @@ class ServerSettings:
     daily_api_timeout_secs: float = DEFAULT_DAILY_API_TIMEOUT_SECS
     # SIGTERM/SIGINT: how long calls in flight may go on before the server ends them.
     drain_secs: float = DEFAULT_DRAIN_SECS
+    # A WebRTC offer whose peer has not connected by then is ended (it holds a call's place).
+    webrtc_connect_timeout_secs: float = DEFAULT_WEBRTC_CONNECT_TIMEOUT_SECS
     # TURN relay for the WebRTC peer connections (bot/turn.py); its repr hides the secret.
     turn: TurnConfig | None = None
     # Who may call over WebRTC (bot/webrtc_auth.py) and which other origins may ask (CORS).
@@ -127,6 +130,9 @@ class ServerSettings:
                 "DAILY_API_TIMEOUT_SECS", env, DEFAULT_DAILY_API_TIMEOUT_SECS
             ),
             drain_secs=_positive("VOICEBOT_DRAIN_SECONDS", env, DEFAULT_DRAIN_SECS),
+            webrtc_connect_timeout_secs=_positive(
+                "VOICEBOT_WEBRTC_CONNECT_TIMEOUT_SECONDS", env, DEFAULT_WEBRTC_CONNECT_TIMEOUT_SECS
+            ),
             turn=_turn(env),
             **_webrtc_access(env),
             **_limits(env),

@@ -5,6 +5,8 @@
 - A half-open socket (the peer stops sending and reading, the connection stays up): Twilio
   sends a media frame every 20 ms for the life of a call, so silence on the socket means the
   caller is gone; the call policy's idle rule (prompt, then hang up) ends it.
+- A WebRTC offer whose peer never connects: dropped after VOICEBOT_WEBRTC_CONNECT_TIMEOUT_SECONDS
+  instead of holding a call's place for Pipecat's 60 s.
 
 In both cases the active-calls gauge returns to 0, the call's summary is written with the way
 it ended, and the next call is served. The server is `voicebot serve` on a copy of
@@ -34,6 +36,7 @@ pytestmark = pytest.mark.slow
 
 GREETING = "Hello! How can I help you today?"
 IDLE_SECS = 2.0
+CONNECT_TIMEOUT_SECS = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,11 @@ def server(suite: FakeSuite, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     path = folder / "cloud-short-idle.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     summaries = folder / "summaries.jsonl"
-    env = {**suite.env(), "VOICEBOT_SUMMARY_FILE": str(summaries)}
+    env = {
+        **suite.env(),
+        "VOICEBOT_SUMMARY_FILE": str(summaries),
+        "VOICEBOT_WEBRTC_CONNECT_TIMEOUT_SECONDS": f"{CONNECT_TIMEOUT_SECS:g}",
+    }
     running = start_server(path, folder / "server.log", env=env)
     running.summaries = summaries  # type: ignore[attr-defined]
     yield running
@@ -147,4 +154,29 @@ async def test_a_half_open_socket_is_reaped_by_the_idle_rule(server: RunningServ
     summary = _summary(server, caller.call_sid)
     assert summary["outcome"] == "caller_idle", summary["outcome"]
     assert summary["duration_secs"] < time.monotonic() - vanished_at + 15
+    await _healthy_call(server)
+
+
+async def test_a_webrtc_offer_that_never_connects_is_dropped(server: RunningServer) -> None:
+    from aiortc import RTCPeerConnection
+
+    peer = RTCPeerConnection()
+    try:
+        peer.addTransceiver("audio", direction="sendrecv")
+        await peer.setLocalDescription(await peer.createOffer())
+        offer = {"sdp": peer.localDescription.sdp, "type": "offer"}
+        request = urllib.request.Request(
+            f"{server.url}/api/offer",
+            data=json.dumps(offer).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        # The answer is never applied: the peer vanishes after its offer.
+        answer = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(request)))
+        assert answer["type"] == "answer"
+        assert await asyncio.to_thread(_active_calls, server.url) == 1
+        waited = await _wait_no_calls(server, max_wait=CONNECT_TIMEOUT_SECS + 10)
+    finally:
+        await peer.close()
+    assert waited < CONNECT_TIMEOUT_SECS + 3, waited
+    assert f"did not connect within {CONNECT_TIMEOUT_SECS:g}s" in server.log()
     await _healthy_call(server)

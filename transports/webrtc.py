@@ -7,6 +7,7 @@ read) and goes out at 24 kHz; the WebRTC stack carries Opus at 48 kHz on the wir
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -29,6 +30,7 @@ from bot.calls import CallRegistry
 from bot.config import LoadedPipeline
 from bot.metrics import ICE_STATE_TRANSITIONS
 from bot.pipeline import CallSession
+from bot.settings import DEFAULT_WEBRTC_CONNECT_TIMEOUT_SECS
 from bot.turn import TurnConfig
 from bot.webrtc_auth import Principal
 from bot.webrtc_jitter import use_server_jitter_buffer
@@ -74,11 +76,21 @@ def _looks_like_sdp(sdp: str) -> bool:
 class WebRTCEdge:
     """Answers offers and starts one call per new peer connection."""
 
-    def __init__(self, loaded: LoadedPipeline, calls: CallRegistry, turn: TurnConfig | None = None):
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        calls: CallRegistry,
+        turn: TurnConfig | None = None,
+        connect_timeout_secs: float = DEFAULT_WEBRTC_CONNECT_TIMEOUT_SECS,
+    ):
         """`turn` (`settings.turn`): the server's peer connections also gather relay candidates
-        on that TURN server, with credentials minted per connection."""
+        on that TURN server, with credentials minted per connection. `connect_timeout_secs`: a
+        peer that has not connected by then is dropped and its call ended (Pipecat's own limit
+        is 60 s, a minute of a call's place held by an offer that will never connect)."""
         self._loaded = loaded
         self._calls = calls
+        self._connect_timeout_secs = connect_timeout_secs
+        self._closing: set[asyncio.Future[Any]] = set()  # peers being dropped (held till done)
         self._handler = (
             TurnRequestHandler(turn) if turn is not None else SmallWebRTCRequestHandler()
         )
@@ -193,15 +205,31 @@ class WebRTCEdge:
         )
         session = CallSession(self._loaded, call, transport, rtvi=True)
 
+        deadline = asyncio.get_running_loop().call_later(
+            self._connect_timeout_secs, self._give_up, connection, call_id
+        )
+
         @transport.event_handler("on_client_connected")
         async def _on_connected(_transport: Any, _client: Any) -> None:
+            deadline.cancel()
             await session.greet()
 
         @transport.event_handler("on_client_disconnected")
         async def _on_disconnected(_transport: Any, _client: Any) -> None:
+            deadline.cancel()
             await session.cancel()
 
         return session
+
+    def _give_up(self, connection: SmallWebRTCConnection, call_id: str) -> None:
+        with logger.contextualize(call_id=call_id):
+            logger.warning(
+                f"WebRTC peer did not connect within {self._connect_timeout_secs:g}s: "
+                "ending the call"
+            )
+            task = asyncio.ensure_future(connection.disconnect())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _count_ice_states(self, connection: SmallWebRTCConnection) -> None:
         """Count each ICE connection state the peer connection goes through."""
