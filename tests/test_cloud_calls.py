@@ -21,8 +21,9 @@ from bot.caller.twilio import TwilioCaller, run_twilio_call
 from bot.caller.webrtc import run_webrtc_call
 from tests.fakes.base import Faults
 from tests.fakes.deepgram import WORD_CONFIDENCE
-from tests.fakes.suite import FakeSuite, Latencies
+from tests.fakes.suite import FakeSuite
 from tests.support.background import BackgroundLoop
+from tests.support.instant_fakes import instant_fakes
 from tests.support.metrics import added, scrape, summary_in_log
 from tests.support.servers import REPO, RunningServer, start_server
 from tests.support.speech import read_wav, transcribe
@@ -33,13 +34,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[tuple[BackgroundLoop, FakeSuite]]:
-    loop = BackgroundLoop()
-    suite = FakeSuite(Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0))
-    loop.run(suite.start())
-    loop.run(suite.elevenlabs.warm("Hello! How can I help you today?"), timeout=60)
-    yield loop, suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes(warm=["Hello! How can I help you today?"]) as (loop, suite):
+        yield loop, suite
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ import websockets
 from bot.caller.twilio import TwilioCaller, new_sid, webhook_params
 from bot.runtime import CONNECTIONS_GRACE_SECS, DRAIN_GRACE_SECS
 from bot.settings import DEFAULT_DRAIN_SECS, ServerSettings, SettingsError
-from tests.fakes.suite import FakeSuite, Latencies
-from tests.support.background import BackgroundLoop
+from tests.fakes.suite import FakeSuite
+from tests.support.instant_fakes import instant_fakes
 from tests.support.servers import REPO, RunningServer, start_server
 from tests.test_twilio_call import pcm8k
 
@@ -39,16 +39,9 @@ ANSWER = "What color is the sky on a clear day?"
 
 @pytest.fixture(scope="module")
 def suite() -> Iterator[FakeSuite]:
-    loop = BackgroundLoop()
     # A canned transcript: the fake Deepgram answers at once, without running Whisper.
-    suite = FakeSuite(
-        Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0), transcript=ANSWER
-    )
-    loop.run(suite.start())
-    loop.run(suite.elevenlabs.warm(GREETING, GOODBYE), timeout=60)
-    yield suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes(ANSWER, warm=[GREETING, GOODBYE]) as (_, suite):
+        yield suite
 
 
 def _server(suite: FakeSuite, tmp_path: Path, drain_secs: float) -> RunningServer:

@@ -33,8 +33,8 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from bot.caller.twilio import TwilioCaller
-from tests.fakes.suite import TWILIO_AUTH_TOKEN, FakeSuite, Latencies
-from tests.support.background import BackgroundLoop
+from tests.fakes.suite import TWILIO_AUTH_TOKEN, FakeSuite
+from tests.support.instant_fakes import instant_fakes
 from tests.support.metrics import sample, scrape
 from tests.support.servers import REPO, RunningServer, free_port, start_server
 from tests.test_twilio_call import pcm8k
@@ -153,15 +153,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def suite() -> Iterator[FakeSuite]:
-    loop = BackgroundLoop()
-    suite = FakeSuite(
-        Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0), transcript=QUESTION
-    )
-    loop.run(suite.start())
-    loop.run(suite.elevenlabs.warm(GREETING), timeout=60)
-    yield suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes(QUESTION, warm=[GREETING]) as (_, suite):
+        yield suite
 
 
 def start_cluster(

@@ -42,8 +42,9 @@ from bot.phrase_cache import (
 from bot.stage_options import ElevenLabsOptions
 from tests.fakes.base import FakeServer
 from tests.fakes.elevenlabs import FakeElevenLabs
-from tests.fakes.suite import KEYS, FakeSuite, Latencies
+from tests.fakes.suite import KEYS, FakeSuite
 from tests.support.background import BackgroundLoop
+from tests.support.instant_fakes import instant_fakes
 from tests.support.metrics import added, scrape, summary_in_log
 from tests.support.servers import REPO, RunningServer, start_server
 from tests.test_twilio_call import pcm8k
@@ -271,13 +272,8 @@ async def test_other_speech_is_not_touched(eleven: tuple[FakeElevenLabs, str]) -
 
 @pytest.fixture
 def fakes() -> Iterator[tuple[BackgroundLoop, FakeSuite]]:
-    loop = BackgroundLoop()
-    suite = FakeSuite(Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0))
-    loop.run(suite.start())
-    loop.run(suite.elevenlabs.warm(GREETING), timeout=60)
-    yield loop, suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes(warm=[GREETING]) as (loop, suite):
+        yield loop, suite
 
 
 @pytest.fixture

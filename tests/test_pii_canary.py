@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from bot.caller.webrtc import WebRTCCaller
-from tests.fakes.suite import FakeSuite, Latencies
-from tests.support.background import BackgroundLoop
+from tests.fakes.suite import FakeSuite
+from tests.support.instant_fakes import instant_fakes
 from tests.support.servers import REPO, RunningServer, start_server
 from tests.support.speech import synthesize_wav
 
@@ -68,12 +68,8 @@ def test_the_leak_detector_finds_each_form() -> None:
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[FakeSuite]:
-    loop = BackgroundLoop()
-    suite = FakeSuite(Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0))
-    loop.run(suite.start())
-    yield suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes() as (_, suite):
+        yield suite
 
 
 async def test_secrets_said_on_a_call_leak_nowhere(fakes: FakeSuite, tmp_path: Path) -> None:

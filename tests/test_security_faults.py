@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from bot.caller.twilio import TwilioCaller
-from tests.fakes.suite import FakeSuite, Latencies
-from tests.support.background import BackgroundLoop
+from tests.fakes.suite import FakeSuite
+from tests.support.instant_fakes import instant_fakes
 from tests.support.servers import REPO, RunningServer, start_server
 
 pytestmark = pytest.mark.slow
@@ -41,13 +41,8 @@ CONNECT_TIMEOUT_SECS = 2.0
 
 @pytest.fixture(scope="module")
 def suite() -> Iterator[FakeSuite]:
-    loop = BackgroundLoop()
-    suite = FakeSuite(Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0))
-    loop.run(suite.start())
-    loop.run(suite.elevenlabs.warm(GREETING), timeout=60)
-    yield suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes(warm=[GREETING]) as (_, suite):
+        yield suite
 
 
 @pytest.fixture(scope="module")

@@ -49,8 +49,9 @@ from hypothesis import strategies as st
 from bot.bench_load import CallRecord, Utterance, _add_gaps
 from bot.caller.timeline import CallTiming, FlowResult, time_of_offset, wait_greeting, wait_reply
 from bot.caller.twilio import FRAME_SECONDS, TwilioCaller
-from tests.fakes.suite import FakeSuite, Latencies
+from tests.fakes.suite import FakeSuite
 from tests.support.background import BackgroundLoop
+from tests.support.instant_fakes import instant_fakes
 from tests.support.servers import REPO, RunningServer, start_server
 
 pytestmark = pytest.mark.slow
@@ -822,17 +823,10 @@ def get_status(url: str) -> tuple[int, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[FakeSuite]:
-    loop = BackgroundLoop()
-    suite = FakeSuite(
-        Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0),
-        transcript=TRANSCRIPT,
-    )
-    loop.run(suite.start())
-    loop.run(suite.elevenlabs.warm("Hello! How can I help you today?"), timeout=60)
-    loop.run(suite.elevenlabs.warm("The sky is blue."), timeout=60)
-    yield suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes(
+        TRANSCRIPT, warm=["Hello! How can I help you today?", "The sky is blue."]
+    ) as (_, suite):
+        yield suite
 
 
 @pytest.fixture(scope="module")

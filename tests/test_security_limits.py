@@ -27,8 +27,8 @@ from bot.caller.twilio import TwilioCaller, new_sid, webhook_params
 from bot.calls import CallRegistry
 from bot.limits import MAX_BUCKETS, RateLimit, TokenBuckets, parse_rate_limit
 from bot.settings import ServerSettings, SettingsError
-from tests.fakes.suite import FakeSuite, Latencies
-from tests.support.background import BackgroundLoop
+from tests.fakes.suite import FakeSuite
+from tests.support.instant_fakes import instant_fakes
 from tests.support.metrics import sample, scrape
 from tests.support.servers import REPO, RunningServer, start_server
 from tests.test_twilio_call import pcm8k
@@ -46,15 +46,8 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def suite() -> Iterator[FakeSuite]:
-    loop = BackgroundLoop()
-    suite = FakeSuite(
-        Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0), transcript=ANSWER
-    )
-    loop.run(suite.start())
-    loop.run(suite.elevenlabs.warm(GREETING), timeout=60)
-    yield suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes(ANSWER, warm=[GREETING]) as (_, suite):
+        yield suite
 
 
 @pytest.fixture(scope="module")

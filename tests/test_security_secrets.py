@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from bot.caller.twilio import TwilioCaller, new_sid, webhook_params
-from tests.fakes.suite import KEYS, FakeSuite, Latencies
-from tests.support.background import BackgroundLoop
+from tests.fakes.suite import KEYS, FakeSuite
+from tests.support.instant_fakes import instant_fakes
 from tests.support.servers import REPO, start_server
 from tests.test_twilio_call import pcm8k
 
@@ -36,14 +36,8 @@ ANSWER = "What color is the sky on a clear day?"
 
 @pytest.fixture(scope="module")
 def suite() -> Iterator[FakeSuite]:
-    loop = BackgroundLoop()
-    suite = FakeSuite(
-        Latencies(stt_final_ms=0, llm_first_token_ms=0, tts_first_chunk_ms=0), transcript=ANSWER
-    )
-    loop.run(suite.start())
-    yield suite
-    loop.run(suite.stop())
-    loop.close()
+    with instant_fakes(ANSWER) as (_, suite):
+        yield suite
 
 
 def _fetch(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> str:
