@@ -106,6 +106,7 @@ async def _healthy_call(server: RunningServer) -> None:
 
 
 async def test_a_tcp_reset_ends_the_call_at_once(server: RunningServer) -> None:
+    await _wait_no_calls(server, max_wait=10)  # an earlier test's last call has ended
     caller = TwilioCaller(server.url)
     await caller.connect()
     try:
@@ -129,6 +130,7 @@ async def test_a_tcp_reset_ends_the_call_at_once(server: RunningServer) -> None:
 
 
 async def test_a_half_open_socket_is_reaped_by_the_idle_rule(server: RunningServer) -> None:
+    await _wait_no_calls(server, max_wait=10)  # an earlier test's last call has ended
     caller = TwilioCaller(server.url)
     await caller.connect()
     try:
@@ -155,6 +157,7 @@ async def test_a_half_open_socket_is_reaped_by_the_idle_rule(server: RunningServ
 async def test_a_webrtc_offer_that_never_connects_is_dropped(server: RunningServer) -> None:
     from aiortc import RTCPeerConnection
 
+    await _wait_no_calls(server, max_wait=10)  # the previous test's last call has ended
     peer = RTCPeerConnection()
     try:
         peer.addTransceiver("audio", direction="sendrecv")
