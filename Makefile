@@ -23,19 +23,16 @@ test: deps-debian $(VENV)/.test
 # haproxy (tests/test_load_balancer.py, deploy/haproxy/haproxy.cfg); coturn's turnserver
 # (tests/test_turn.py).
 deps-debian:
-	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v haproxy >/dev/null 2>&1 && \
-		command -v apt-get >/dev/null 2>&1; then \
+	@missing=""; \
+	for pair in haproxy:haproxy coturn:turnserver; do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair#*:} >/dev/null 2>&1 || \
+			missing="$$missing $${pair%%:*}"; \
+	done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1; then \
 		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		echo "installing haproxy (Debian) for the tests"; \
+		echo "installing$$missing (Debian) for the tests"; \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; \
-	fi
-	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v turnserver >/dev/null 2>&1 && \
-		command -v apt-get >/dev/null 2>&1; then \
-		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		echo "installing coturn (Debian) for the tests"; \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 lint: $(VENV)/.test

@@ -29,7 +29,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,9 +110,15 @@ class CallRecord:
 
 
 async def run_one_call(
-    url: str, utterance: Utterance, turns: int, gap_ms: float, hang_up_at_reply: bool = False
+    url: str,
+    utterance: Utterance,
+    turns: int,
+    gap_ms: float,
+    hang_up_at_reply: bool = False,
+    after_reply: Callable[[], bool] | None = None,
 ) -> CallRecord:
-    """Greeting, `turns` × (speak, hear the reply), hang up."""
+    """Greeting, `turns` × (speak, hear the reply), hang up. `after_reply()` is called after
+    each reply; True ends the turns early."""
     from bot.caller.timeline import (
         CallTiming,
         FlowResult,
@@ -154,6 +160,8 @@ async def run_one_call(
             )
             if flow.reply_end is not None:
                 _add_gaps(record, caller, flow.reply_first, flow.reply_end, gap_ms)
+            if after_reply is not None and after_reply():
+                break
     except Exception as exc:
         record.error = f"{type(exc).__name__}: {exc}"
     finally:

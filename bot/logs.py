@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loguru import logger
@@ -72,28 +72,23 @@ def secret_values(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     return tuple(sorted(found, key=len, reverse=True))  # longest first: no partial leftovers
 
 
-def scrubbing(
-    secrets: Iterable[str],
-    keep: Callable[[dict], bool],  # type: ignore[type-arg]
-) -> Callable[[dict], bool]:  # type: ignore[type-arg]
-    """A loguru filter: `keep`'s verdict, with each secret replaced by [secret] in the line."""
-    values = tuple(secrets)
-
-    def scrub(record: dict) -> bool:  # type: ignore[type-arg]
-        if not keep(record):
-            return False
-        record["message"] = _without(values, record["message"])
-        record["extra"]["_secrets"] = values  # for the exception text, in json_line
-        return True
-
-    return scrub
+# The values no line may carry, set by configure_logging (read by the filter and json_line).
+_secrets: tuple[str, ...] = ()
 
 
-def _without(secrets: Iterable[str], text: str) -> str:
-    for value in secrets:
+def _without_secrets(text: str) -> str:
+    for value in _secrets:
         if value in text:
             text = text.replace(value, SECRET)
     return text
+
+
+def filter_line(record: dict) -> bool:  # type: ignore[type-arg]
+    """The sink's loguru filter: no conversation text, and no secret in the message."""
+    if not keeps_personal_data_out(record):
+        return False
+    record["message"] = _without_secrets(record["message"])
+    return True
 
 
 def json_line(record: Any) -> str:
@@ -106,13 +101,12 @@ def json_line(record: Any) -> str:
         "logger": record["name"],
         "message": record["message"],
     }
-    secrets = extra.get("_secrets", ())
     for key, value in extra.items():
-        if key not in ("call_id", "_secrets"):
+        if key != "call_id":
             line[key] = value  # json.dumps below writes what is not JSON as its str()
     exception = record["exception"]
     if exception is not None and exception.type is not None:
-        line["exception"] = _without(secrets, f"{exception.type.__name__}: {exception.value}")
+        line["exception"] = _without_secrets(f"{exception.type.__name__}: {exception.value}")
     return json.dumps(line, ensure_ascii=False, default=str)
 
 
@@ -157,13 +151,13 @@ def configure_logging(
     carry (default: the environment's credentials, `secret_values()`)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    global _secrets
+    _secrets = secret_values() if secrets is None else tuple(secrets)
     logger.remove()
     logger.configure(extra={"call_id": NO_CALL})
     common: dict[str, Any] = {
         "level": level,
-        "filter": scrubbing(
-            secret_values() if secrets is None else secrets, keeps_personal_data_out
-        ),
+        "filter": filter_line,
         "backtrace": False,
         "diagnose": False,
     }

@@ -46,9 +46,7 @@ import websockets
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from bot.bench_load import CallRecord, Utterance, _add_gaps
-from bot.caller.timeline import CallTiming, FlowResult, time_of_offset, wait_greeting, wait_reply
-from bot.caller.twilio import FRAME_SECONDS, TwilioCaller
+from bot.bench_load import CallRecord, Utterance, run_one_call
 from tests.fakes.suite import FakeSuite
 from tests.support.background import BackgroundLoop
 from tests.support.instant_fakes import instant_fakes
@@ -749,41 +747,15 @@ async def healthy_call(url: str, utterance: Utterance, warmed: Any, fuzz_done: A
     """bench_load's call, with turns until the fuzzing is over: greeting, then question and
     reply, again and again; gaps over GAP_MS inside the greeting and each reply recorded.
     `warmed` is set after the first reply: every model the server runs has run once."""
-    record = CallRecord(started=time.monotonic())
-    timing = CallTiming(greeting_max_wait=10.0, reply_gap=0.8, reply_timeout=15.0)
-    caller = TwilioCaller(url, http_timeout=20.0)
+
+    def reply_heard() -> bool:
+        warmed.set()
+        return fuzz_done.is_set()
+
     try:
-        await caller.connect()
-        since = caller.connected_at or record.started
-        greeting = await wait_greeting(caller.log, since, timing)
-        if greeting.greeting_first is None:
-            raise RuntimeError("no greeting")
-        record.greeting_ms = round((greeting.greeting_first - since) * 1000, 1)
-        end = greeting.greeting_first + greeting.greeting_seconds
-        _add_gaps(record, caller, greeting.greeting_first, end, GAP_MS)
-        for _ in range(MAX_TURNS):
-            sent_at = await caller.send_pcm(utterance.pcm8k)
-            flow = FlowResult(
-                speech_end=time_of_offset(sent_at, utterance.speech_end, FRAME_SECONDS)
-            )
-            await wait_reply(caller.log, flow, timing)
-            if flow.reply_first is None or flow.speech_end is None:
-                raise RuntimeError("no reply" + (" (stream closed)" if caller.log.closed else ""))
-            record.first_reply_ms.append(
-                (flow.speech_end, round((flow.reply_first - flow.speech_end) * 1000, 1))
-            )
-            if flow.reply_end is not None:
-                _add_gaps(record, caller, flow.reply_first, flow.reply_end, GAP_MS)
-            warmed.set()
-            if fuzz_done.is_set():
-                break
-    except Exception as exc:
-        record.error = f"{type(exc).__name__}: {exc}"
+        return await run_one_call(url, utterance, MAX_TURNS, GAP_MS, after_reply=reply_heard)
     finally:
         warmed.set()
-        with contextlib.suppress(Exception):
-            await caller.stop()
-    return record
 
 
 def healthy_call_process(url: str, wav: str, warmed: Any, fuzz_done: Any, out: Any) -> None:

@@ -41,6 +41,7 @@ import bot.caller.webrtc as caller_module
 from bot.caller.webrtc import WebRTCCaller
 from bot.settings import ServerSettings, SettingsError
 from bot.turn import TurnConfig, TurnConfigError, check_turn_url, credentials, ice_servers
+from tests.support.loopback import ensure_loopback_candidate_address
 from tests.support.servers import RunningServer
 from transports.webrtc import WebRTCEdge
 from transports.webrtc_turn import TurnRequestHandler
@@ -351,18 +352,8 @@ async def test_coturn_refuses_an_expired_username(coturn: Coturn) -> None:
 
 @pytest.fixture(scope="module")
 def loopback_candidate_address() -> None:
-    """As in tests/test_webrtc_call.py: aiortc skips 127.0.0.1, so the server's host
-    candidates need 127.0.0.2 on lo."""
-    shown = subprocess.run(
-        ["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True
-    )
-    if "127.0.0.2/" in shown.stdout:
-        return
-    added = subprocess.run(
-        ["ip", "addr", "add", "127.0.0.2/8", "dev", "lo"], capture_output=True, text=True
-    )
-    if added.returncode != 0:
-        pytest.fail(f"`ip addr add 127.0.0.2/8 dev lo` failed: {added.stderr.strip()}")
+    """aiortc skips 127.0.0.1: the host candidates need 127.0.0.2 on lo."""
+    ensure_loopback_candidate_address()
 
 
 def relay_only_config(servers: list[RTCIceServer]) -> RTCConfiguration:

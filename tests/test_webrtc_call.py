@@ -8,7 +8,6 @@ interface is `lo` an offer carries no candidate and never connects. The fixture 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from bot.caller.audio import load_wav, resample
 from bot.caller.webrtc import WebRTCCaller, rtvi_messages, run_webrtc_call
 from tests.conftest import QUESTIONS
+from tests.support.loopback import ensure_loopback_candidate_address
 from tests.support.servers import RunningServer
 from tests.support.speech import read_wav, transcribe
 from tests.test_twilio_call import assert_is_a_reply
@@ -27,19 +27,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def loopback_candidate_address() -> None:
-    shown = subprocess.run(
-        ["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True
-    )
-    if "127.0.0.2/" in shown.stdout:
-        return
-    added = subprocess.run(
-        ["ip", "addr", "add", "127.0.0.2/8", "dev", "lo"], capture_output=True, text=True
-    )
-    if added.returncode != 0:
-        pytest.fail(
-            "WebRTC on loopback needs 127.0.0.2 on lo (aiortc skips 127.0.0.1); "
-            f"`ip addr add 127.0.0.2/8 dev lo` failed: {added.stderr.strip()}"
-        )
+    ensure_loopback_candidate_address()
 
 
 async def test_webrtc_call_gets_a_spoken_reply(
