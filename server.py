@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Scope
@@ -21,6 +20,7 @@ from bot.turn import client_ice_servers
 from bot.webrtc_auth import Principal, WebRTCAuth
 from transports import twilio
 from transports.daily import DailyEdge
+from transports.page import add_page_routes
 from transports.webrtc import OfferBody, PatchBody, WebRTCEdge
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -103,9 +103,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         if refusal is not None:
             raise HTTPException(refusal.status, refusal.detail, headers=refusal.headers)
 
-    @app.get("/", response_class=HTMLResponse)
-    async def index() -> str:
-        return resources.files("transports").joinpath("static/index.html").read_text("utf-8")
+    add_page_routes(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -18,7 +18,7 @@ import json
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +68,11 @@ class TurnRecord:
     llm_first_token_ms: float | None
     tts_first_chunk_ms: float | None
     llm_provider: str | None
+
+
+def turn_latency_message(record: TurnRecord) -> dict[str, Any]:
+    """A turn's latency as the RTVI `server-message` the browser client shows (`turn-latency`)."""
+    return {"type": "turn-latency", **asdict(record)}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -137,6 +142,8 @@ class CallObserver(UserBotLatencyObserver):
         self.transcript = _Transcript()
         self.setup_secs: float | None = None
         self.add_event_handler("on_latency_breakdown", self._on_latency_breakdown)
+        # Told each turn's record as it is made (the RTVI client's latency readout).
+        self.on_turn: Callable[[TurnRecord], Awaitable[None]] | None = None
 
     def attach_turn_tracking(self, turns: TurnTrackingObserver | None) -> None:
         if turns is not None:
@@ -225,6 +232,8 @@ class CallObserver(UserBotLatencyObserver):
         logger.info(
             f"turn {record.turn}: voice-to-voice {record.voice_to_voice_ms:.0f} ms ({parts})"
         )
+        if self.on_turn is not None:
+            await self.on_turn(record)
 
     def _observe(
         self,

@@ -22,6 +22,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.processors.frameworks.rtvi.observer import RTVIObserverParams
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -30,7 +31,13 @@ from pipecat.workers.runner import WorkerRunner
 from bot import observability
 from bot.audio_analyzers import turn_model_yields
 from bot.call import CallInfo
-from bot.call_observer import CallObserver, StageOwner, SummaryFile
+from bot.call_observer import (
+    CallObserver,
+    StageOwner,
+    SummaryFile,
+    TurnRecord,
+    turn_latency_message,
+)
 from bot.caller_audio_sink import CallerAudioSink
 from bot.config import STAGES, LoadedPipeline
 from bot.context_window import ContextWindow
@@ -191,6 +198,12 @@ class CallSession:
         )
         if self.observer is not None:
             self.observer.attach_turn_tracking(self.worker.turn_tracking_observer)
+            if rtvi:
+                self.observer.on_turn = self._report_turn_latency
+
+    async def _report_turn_latency(self, record: TurnRecord) -> None:
+        """The turn's latency to the RTVI client (a `server-message`): the page's readout."""
+        await self.worker.queue_frame(RTVIServerMessageFrame(data=turn_latency_message(record)))
 
     async def greet(self) -> None:
         """Say the greeting (once the transport is connected)."""

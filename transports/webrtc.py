@@ -23,7 +23,7 @@ from pipecat.transports.smallwebrtc.request_handler import (
     SmallWebRTCRequestHandler,
 )
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from bot.call import CallInfo, new_call_id
 from bot.calls import CallRegistry
@@ -53,7 +53,10 @@ class OfferBody(BaseModel):
     type: Literal["offer"]
     pc_id: str | None = Field(default=None, max_length=128)
     restart_pc: bool | None = None
-    request_data: dict[str, Any] | None = None
+    # Pipecat's client-js sends `requestData` (camelCase); its Python clients `request_data`.
+    request_data: dict[str, Any] | None = Field(
+        default=None, validation_alias=AliasChoices("request_data", "requestData")
+    )
 
 
 class CandidateBody(BaseModel):

@@ -1,0 +1,264 @@
+"""The page at `/` in a real browser: Debian's Chromium, driven by Playwright, with a WAV file as
+its microphone. The page is Pipecat's own client-js with its SmallWebRTC transport (bundled from
+npm by `make client`), so these calls also prove that Pipecat's client SDK talks to `/api/offer`
+and understands the server's RTVI messages unchanged.
+
+The bot's voice is measured in the page with WebAudio (an AnalyserNode on the <audio> element's
+stream), not with RTP statistics, which read zero in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from tests.support.browser import (
+    BOT_AUDIO_PROBE,
+    QUIET_FLAGS,
+    caller_wav,
+    chromium_path,
+    fake_microphone_flags,
+)
+from tests.support.loopback import ensure_loopback_candidate_address
+from tests.support.servers import REPO, RunningServer, start_server
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "browser-client.png"
+UTTERANCE = "My friend John Smith wants to know what color the sky is on a clear day."
+PHONE = {"width": 390, "height": 844}  # a phone-sized screen, in CSS pixels
+API_KEY = "browser-test-api-key-0123456789"
+HEARD_RMS = 0.02  # -34 dBFS: speech, well above the silence of an idle track
+
+# What the page records about itself for the test, before its own script runs: the page's
+# level meters and the bot-speaking indicator, sampled with the time they were seen.
+PAGE_PROBE = """
+(() => {
+  window.__micLevels = [];
+  window.__botSpeaking = [];
+  setInterval(() => {
+    const mic = document.getElementById("mic-level");
+    if (mic) window.__micLevels.push(mic.value);
+  }, 50);
+  document.addEventListener("DOMContentLoaded", () => {
+    const indicator = document.getElementById("bot-speaking");
+    if (!indicator) return;  // another frame (the Daily iframe)
+    new MutationObserver(() => window.__botSpeaking.push(
+      [performance.now(), indicator.dataset.speaking])).observe(indicator, { attributes: true });
+  });
+})();
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_candidate_address() -> None:
+    ensure_loopback_candidate_address()
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+def launch(pw: Playwright, *flags: str) -> Browser:
+    return pw.chromium.launch(executable_path=chromium_path(), args=[*QUIET_FLAGS, *flags])
+
+
+def page_url(server: RunningServer, fragment: str = "") -> str:
+    """The page on http://localhost (a secure context), the browser's microphone untouched."""
+    return server.url.replace("127.0.0.1", "localhost") + "/?processing=off" + fragment
+
+
+def open_page(browser: Browser, url: str, errors: list[str], requests: list[str]) -> Page:
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("request", lambda request: requests.append(request.url))
+    page.add_init_script(BOT_AUDIO_PROBE)
+    page.add_init_script(PAGE_PROBE)
+    page.goto(url)
+    return page
+
+
+def calls_in_flight(server: RunningServer) -> int:
+    with urllib.request.urlopen(server.url + "/readyz", timeout=5) as response:
+        return int(json.load(response)["calls"])
+
+
+def wait_for_no_calls(server: RunningServer, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while calls_in_flight(server) != 0:
+        assert time.monotonic() < deadline, "the server still holds the call after hang-up"
+        time.sleep(0.2)
+
+
+def test_a_call_from_the_page(local_server: RunningServer, tmp_path: Path) -> None:
+    """Connect, speak, hear the reply, read the redacted transcript and the latency, hang up."""
+    wait_for_no_calls(local_server)
+    wav = caller_wav(UTTERANCE, tmp_path / "caller.wav", lead_secs=6.0, tail_secs=40.0)
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = launch(pw, *fake_microphone_flags(wav))
+        try:
+            page = open_page(browser, page_url(local_server), errors, requests)
+            status = page.locator("#status")
+            expect(status).to_have_text("Not connected")
+
+            page.get_by_role("button", name="Connect").click()
+            expect(status).to_have_text("Connected: say something", timeout=20_000)
+            expect(page.get_by_role("button", name="Hang up")).to_be_enabled()
+            microphones = page.get_by_label("Microphone").locator("option")
+            assert microphones.count() >= 1
+            assert all(label.strip() for label in microphones.all_inner_texts())
+
+            # The caller's utterance, as the bot read it: the name redacted, live.
+            user = page.locator("#transcript li.user:not(.interim)")
+            expect(user.filter(has_text="<PERSON>")).to_have_count(1, timeout=45_000)
+            expect(user.filter(has_text=re.compile("sky", re.IGNORECASE)).first).to_be_visible()
+            heard_at = page.evaluate("performance.now()")
+
+            answers = page.locator("#transcript li.user ~ li.bot")
+            expect(answers.filter(has_text=re.compile("blue", re.IGNORECASE)).first).to_be_visible(
+                timeout=60_000
+            )
+            # The connected page while the bot answers, phone-sized, for the README.
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            expect(page.locator("#latency-total")).to_have_text(
+                re.compile(r"^\d+ ms$"), timeout=30_000
+            )
+            expect(page.locator("#latency-stages dt").first).to_be_visible()
+            stages = page.locator("#latency-stages dt").all_inner_texts()
+            assert "Speech-to-text" in stages and "Language model" in stages, stages
+            voice_to_voice = int(page.inner_text("#latency-total").split()[0])
+            assert 0 < voice_to_voice < 30_000, voice_to_voice
+
+            # The reply was heard: the bot's track carried speech after the caller spoke.
+            page.wait_for_timeout(1500)
+            levels = page.evaluate("window.__botAudio")
+            loud = [rms for at, rms in levels if at > heard_at and rms > HEARD_RMS]
+            assert len(loud) >= 10, f"no reply audio after the caller spoke ({len(levels)} samples)"
+            speaking = page.evaluate("window.__botSpeaking")
+            assert any(at > heard_at and state == "true" for at, state in speaking), speaking
+            assert max(page.evaluate("window.__micLevels")) > 0.3, "the mic meter never moved"
+
+            # Phone-sized: nothing is cut off sideways.
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            content = page.content()
+
+            page.get_by_role("button", name="Hang up").click()
+            expect(status).to_have_text("Call ended", timeout=10_000)
+            expect(page.get_by_role("button", name="Connect")).to_be_enabled()
+            wait_for_no_calls(local_server)
+        finally:
+            browser.close()
+    assert "Smith" not in content
+    assert errors == []
+    origin = local_server.url.replace("127.0.0.1", "localhost")
+    assert [url for url in requests if not url.startswith((origin + "/", "data:"))] == []
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server that takes WebRTC calls with a session token only, one call at a time."""
+    log = tmp_path_factory.mktemp("keyed") / "server.log"
+    server = start_server(
+        REPO / "pipelines/local.yaml",
+        log,
+        env={
+            "VOICEBOT_API_KEYS": API_KEY,
+            "VOICEBOT_SESSION_SECRET": "browser-test-session-secret-0123456789abcdef",
+            "VOICEBOT_MAX_CALLS": "1",
+        },
+    )
+    yield server
+    server.stop()
+
+
+def session_token(server: RunningServer) -> str:
+    request = urllib.request.Request(
+        server.url + "/api/session", method="POST", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return str(json.load(response)["token"])
+
+
+def expect_alert(page: Page, title: str, help_text: str | re.Pattern[str]) -> None:
+    alert = page.get_by_role("alert")
+    expect(alert).to_be_visible(timeout=30_000)
+    expect(alert.get_by_role("heading")).to_have_text(title)
+    expect(alert).to_contain_text(help_text)
+    expect(page.locator("#status")).to_have_text(title)
+    expect(page.get_by_role("button", name="Connect")).to_be_enabled()
+
+
+def test_the_page_says_why_the_server_refused(
+    playwright: Playwright, keyed_server: RunningServer
+) -> None:
+    """No token: the page says a token is needed. A full server: it says busy, and when to
+    come back; once the call ends, the same page connects."""
+    errors: list[str] = []
+    requests: list[str] = []
+    browser = launch(playwright, *fake_microphone_flags(None))
+    try:
+        anonymous = open_page(browser, page_url(keyed_server), errors, requests)
+        anonymous.get_by_role("button", name="Connect").click()
+        expect_alert(anonymous, "The server needs a session token", "#token=")
+
+        first = open_page(
+            browser,
+            page_url(keyed_server, "#token=" + session_token(keyed_server)),
+            errors,
+            requests,
+        )
+        assert "token" not in first.url, "the token stays in the address bar"
+        first.get_by_role("button", name="Connect").click()
+        expect(first.locator("#status")).to_have_text("Connected: say something", timeout=20_000)
+
+        second = open_page(
+            browser,
+            page_url(keyed_server, "#token=" + session_token(keyed_server)),
+            errors,
+            requests,
+        )
+        second.get_by_role("button", name="Connect").click()
+        expect_alert(second, "The server is busy", "Try again in 5 seconds")
+
+        first.get_by_role("button", name="Hang up").click()
+        expect(first.locator("#status")).to_have_text("Call ended", timeout=10_000)
+        wait_for_no_calls(keyed_server)
+        second.get_by_role("button", name="Connect").click()
+        expect(second.get_by_role("alert")).to_be_hidden()
+        expect(second.locator("#status")).to_have_text("Connected: say something", timeout=20_000)
+        second.get_by_role("button", name="Hang up").click()
+        expect(second.locator("#status")).to_have_text("Call ended", timeout=10_000)
+    finally:
+        browser.close()
+    assert errors == []
+
+
+def test_the_page_says_when_the_microphone_is_blocked(
+    playwright: Playwright, local_server: RunningServer
+) -> None:
+    """The browser denies the microphone: the page says how to allow it, and calls no one."""
+    browser = launch(playwright, "--use-fake-device-for-media-stream")  # no auto-accept
+    errors: list[str] = []
+    requests: list[str] = []
+    try:
+        page = open_page(browser, page_url(local_server), errors, requests)
+        page.get_by_role("button", name="Connect").click()
+        expect_alert(page, "Microphone blocked", "Allow microphone access")
+    finally:
+        browser.close()
+    assert not any("/api/offer" in url for url in requests), requests
+    assert errors == []
