@@ -10,21 +10,21 @@ PIP    := $(BIN)/python -m pip
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint lock models clean deps-debian
+.PHONY: run test lint lock models clean deps-debian client
 
 run: $(VENV)/.runtime
 	$(BIN)/voicebot serve --pipeline pipelines/local.yaml --port 7860
 
-test: deps-debian $(VENV)/.test
+test: deps-debian client $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Debian packages the tests use, installed when missing and apt-get is there (root, else sudo):
 # haproxy (tests/test_load_balancer.py, deploy/haproxy/haproxy.cfg); coturn's turnserver
-# (tests/test_turn.py).
+# (tests/test_turn.py); chromium (tests/test_browser_client.py); npm (`make client`).
 deps-debian:
 	@missing=""; \
-	for pair in haproxy:haproxy coturn:turnserver; do \
+	for pair in haproxy:haproxy coturn:turnserver chromium:chromium npm:npm; do \
 		PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair#*:} >/dev/null 2>&1 || \
 			missing="$$missing $${pair%%:*}"; \
 	done; \
@@ -33,6 +33,19 @@ deps-debian:
 		echo "installing$$missing (Debian) for the tests"; \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The page's script (transports/static/app.js): Pipecat's client-js and SmallWebRTC transport from
+# npm, pinned by client/package-lock.json, bundled with the page's code (client/src) by esbuild.
+# The bundle is committed, so `make run` needs no Node. `make test` rebuilds it from the lock
+# file; in CI a rebuilt bundle that differs from the committed one fails the run.
+CLIENT_BUNDLE := transports/static/app.js
+client:
+	cd client && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	@if [ "$$CI" = true ] && git rev-parse --git-dir >/dev/null 2>&1 && \
+		! git diff --quiet -- $(CLIENT_BUNDLE); then \
+		echo "$(CLIENT_BUNDLE) differs from its build from client/: commit the rebuilt bundle"; \
+		exit 1; \
 	fi
 
 lint: $(VENV)/.test

@@ -84,6 +84,7 @@ class CallSession:
         self, loaded: LoadedPipeline, call: CallInfo, transport: BaseTransport, *, rtvi: bool
     ):
         self.call = call
+        self._rtvi = rtvi
         self.loaded = loaded
         config = loaded.config
         self._policy = config.call
@@ -222,6 +223,8 @@ class CallSession:
         self._ending = True
         self.end_reason = reason
         frames: list[Any] = []
+        if self._rtvi:  # the app says why the call ended, not "the connection dropped"
+            frames.append(RTVIServerMessageFrame(data={"type": "call-ended", "reason": reason}))
         if goodbye and self._policy.goodbye:
             frames.append(TTSSpeakFrame(self._policy.goodbye))
         frames.append(EndFrame())

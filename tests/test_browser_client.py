@@ -57,6 +57,9 @@ PAGE_PROBE = """
 })();
 """
 
+BOT_HEARD_ON_PAGE = """() => document.getElementById("bot-speaking").dataset.speaking === "true"
+    && document.getElementById("bot-level").value > 0.3"""
+
 
 @pytest.fixture(scope="module", autouse=True)
 def loopback_candidate_address() -> None:
@@ -127,13 +130,15 @@ def test_a_call_from_the_page(local_server: RunningServer, tmp_path: Path) -> No
             expect(user.filter(has_text=re.compile("sky", re.IGNORECASE)).first).to_be_visible()
             heard_at = page.evaluate("performance.now()")
 
+            # The page shows the bot speaking, with its own level meter moving: the moment for
+            # the README's screenshot of the connected page (phone-sized).
+            page.wait_for_function(BOT_HEARD_ON_PAGE, timeout=60_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
             answers = page.locator("#transcript li.user ~ li.bot")
             expect(answers.filter(has_text=re.compile("blue", re.IGNORECASE)).first).to_be_visible(
                 timeout=60_000
             )
-            # The connected page while the bot answers, phone-sized, for the README.
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
             expect(page.locator("#latency-total")).to_have_text(
                 re.compile(r"^\d+ ms$"), timeout=30_000
             )
@@ -261,4 +266,62 @@ def test_the_page_says_when_the_microphone_is_blocked(
     finally:
         browser.close()
     assert not any("/api/offer" in url for url in requests), requests
+    assert errors == []
+
+
+def test_the_page_says_when_ice_fails(playwright: Playwright, local_server: RunningServer) -> None:
+    """The server answers, but this browser's network has no path for media (Chromium is told to
+    offer no UDP candidate, and the server has no TCP one): the page gives up when the server
+    would, says it was ICE and what to do; the server lets the call go."""
+    wait_for_no_calls(local_server)
+    browser = launch(
+        playwright,
+        *fake_microphone_flags(None),
+        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
+    )
+    errors: list[str] = []
+    requests: list[str] = []
+    try:
+        page = open_page(browser, page_url(local_server), errors, requests)
+        page.get_by_role("button", name="Connect").click()
+        expect_alert(page, "The audio could not connect (ICE failed)", "TURN relay")
+    finally:
+        browser.close()
+    assert any("/api/offer" in url for url in requests), "the offer was never sent"
+    wait_for_no_calls(local_server, timeout=30.0)
+    assert errors == []
+
+
+@pytest.fixture(scope="module")
+def short_call_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The offline pipeline with calls limited to 8 seconds."""
+    where = tmp_path_factory.mktemp("short")
+    text = (REPO / "pipelines/local.yaml").read_text()
+    assert "call:\n" in text
+    pipeline = where / "short.yaml"
+    pipeline.write_text(text.replace("call:\n", "call:\n  max_duration_secs: 8\n", 1))
+    server = start_server(pipeline, where / "server.log")
+    yield server
+    server.stop()
+
+
+def test_the_page_says_why_the_bot_ended_the_call(
+    playwright: Playwright, short_call_server: RunningServer
+) -> None:
+    """The bot ends the call (its time limit): the page says so, not that the call dropped."""
+    browser = launch(playwright, *fake_microphone_flags(None))
+    errors: list[str] = []
+    requests: list[str] = []
+    try:
+        page = open_page(browser, page_url(short_call_server), errors, requests)
+        page.get_by_role("button", name="Connect").click()
+        status = page.locator("#status")
+        expect(status).to_have_text("Connected: say something", timeout=20_000)
+        expect(status).to_have_text(
+            "The bot ended the call: it reached its time limit.", timeout=30_000
+        )
+        expect(page.get_by_role("alert")).to_be_hidden()
+        expect(page.get_by_role("button", name="Connect")).to_be_enabled()
+    finally:
+        browser.close()
     assert errors == []

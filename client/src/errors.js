@@ -41,6 +41,14 @@ export function explain(problem) {
   if (Array.isArray(problem.devices) && MIC_PROBLEMS[problem.type]) {
     return pick(...MIC_PROBLEMS[problem.type]); // client-js's DeviceError
   }
+  if (problem.dropped) {
+    return pick("The call dropped",
+      "The connection to the server was lost (the network changed or went away). Press Connect to call again.");
+  }
+  if (problem.unreachable) {
+    return pick("Cannot reach the server",
+      "The server did not answer in time. Check your connection and that the server is running, then press Connect again.");
+  }
   const name = problem.name ?? problem.error?.name;
   if (MIC_PROBLEMS[name]) return pick(...MIC_PROBLEMS[name]);
   if (problem.devices) {

@@ -21,6 +21,11 @@ const MIC_CONSTRAINTS = rawMic
   ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false }
   : { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
+// The server drops a peer that has not connected within VOICEBOT_WEBRTC_CONNECT_TIMEOUT_SECONDS
+// (20 s by default); the page gives up then too, rather than say "Connecting…" for ever (a
+// browser whose network offers no usable ICE candidate never reports ICE as failed).
+const CONNECT_TIMEOUT_MS = 20000;
+
 let client = null;
 let media = null;
 let botAnalyser = null;
@@ -28,6 +33,8 @@ let meterTimer = null;
 let userLine = null;
 let botLine = null;
 let hangingUp = false;
+let botEnded = null; // why the bot ended the call, when it said so (a `call-ended` message)
+let wasConnected = false;
 
 function authHeaders() {
   const headers = new Headers();
@@ -96,7 +103,17 @@ function setUserSpeaking(speaking) {
   $("user-speaking").dataset.speaking = String(speaking);
 }
 
+const END_REASONS = {
+  caller_idle: "The bot ended the call: no one spoke for a while.",
+  max_duration: "The bot ended the call: it reached its time limit.",
+  shutdown: "The bot ended the call: the server is restarting.",
+};
+
 function onServerMessage(data) {
+  if (data?.type === "call-ended") {
+    botEnded = END_REASONS[data.reason] ?? "The bot ended the call.";
+    return;
+  }
   if (!data || data.type !== "turn-latency") return;
   $("latency-total").textContent = Math.round(data.voice_to_voice_ms) + " ms";
   $("latency-turn").textContent = "turn " + data.turn;
@@ -186,9 +203,29 @@ async function iceServers() {
   return [];
 }
 
+// SmallWebRTC's transport, remembering what its peer connections went through, for the error
+// the page shows: refused, never answered, or answered with no media path (ICE).
+class PageTransport extends SmallWebRTCTransport {
+  answered = false;
+  iceFailed = false;
+
+  createPeerConnection() {
+    const pc = super.createPeerConnection();
+    pc.addEventListener("iceconnectionstatechange", () => {
+      if (pc.iceConnectionState === "failed") this.iceFailed = true;
+    });
+    return pc;
+  }
+
+  async negotiate(recreatePeerConnection = false) {
+    await super.negotiate(recreatePeerConnection);
+    if (this.pc_id) this.answered = true;
+  }
+}
+
 function newClient() {
   media = new BrowserMediaManager({ constraints: MIC_CONSTRAINTS });
-  const transport = new SmallWebRTCTransport({ mediaManager: media });
+  const transport = new PageTransport({ mediaManager: media });
   media.onTrackReplaced = (track) => transport.getAudioTransceiver?.()?.sender.replaceTrack(track);
   return new PipecatClient({
     transport,
@@ -197,7 +234,10 @@ function newClient() {
     callbacks: {
       onTrackStarted,
       onAvailableMicsUpdated: fillMics,
-      onBotReady: () => setStatus("Connected: say something", "connected"),
+      onBotReady: () => {
+        wasConnected = true;
+        setStatus("Connected: say something", "connected");
+      },
       onDisconnected: () => ended(),
       onUserTranscript,
       onBotOutput,
@@ -215,6 +255,8 @@ async function connect() {
   $("connect").disabled = true;
   clearError();
   hangingUp = false;
+  botEnded = null;
+  wasConnected = false;
   client = newClient();
   setStatus("Asking for the microphone…", "connecting");
   try {
@@ -231,15 +273,26 @@ async function connect() {
   setStatus("Connecting…", "connecting");
   try {
     client.transport.iceServers = await iceServers();
-    await client.connect({
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new ConnectTimeout()), CONNECT_TIMEOUT_MS);
+    });
+    const connecting = client.connect({
       webrtcRequestParams: { endpoint: new URL("/api/offer", location.href).href,
         headers: authHeaders() },
     });
+    try {
+      await Promise.race([connecting, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   } catch (error) {
     if (!hangingUp) showError(await explainConnectError(error));
     await teardown();
   }
 }
+
+class ConnectTimeout extends Error {}
 
 // Why the transport gave up: the server's answer (a status and its reason) or, when the offer
 // was answered and media never flowed, ICE.
@@ -250,7 +303,9 @@ async function explainConnectError(error) {
   if (response) {
     try { detail = (await response.clone().json()).detail || ""; } catch { /* no JSON body */ }
   }
-  const answered = Boolean(client?.transport?.pc_id);
+  const transport = client?.transport;
+  const answered = Boolean(transport?.answered || transport?.iceFailed);
+  if (error instanceof ConnectTimeout && !answered) return explain({ unreachable: true });
   return explain({ status, detail, answered, hasToken: Boolean(sessionToken),
     retryAfter: response?.headers.get("Retry-After"), error });
 }
@@ -264,6 +319,7 @@ async function hangup() {
 }
 
 function ended() {
+  if (!client) return; // already ended (hang-up, then the transport's own notice)
   stopMeters();
   setBotSpeaking(false);
   setUserSpeaking(false);
@@ -273,7 +329,13 @@ function ended() {
   $("bot-audio").srcObject = null;
   $("connect").disabled = false;
   $("hangup").disabled = true;
-  if (document.body.dataset.state !== "error") setStatus("Call ended", "idle");
+  if (botEnded) {
+    setStatus(botEnded, "idle");
+  } else if (wasConnected && !hangingUp) {
+    showError(explain({ dropped: true }));
+  } else if (document.body.dataset.state !== "error") {
+    setStatus("Call ended", "idle");
+  }
 }
 
 async function teardown() {
