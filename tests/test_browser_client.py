@@ -325,3 +325,31 @@ def test_the_page_says_why_the_bot_ended_the_call(
     finally:
         browser.close()
     assert errors == []
+
+
+def test_hanging_up_during_the_goodbye_frees_the_call_at_once(
+    playwright: Playwright, short_call_server: RunningServer
+) -> None:
+    """The caller hangs up while the bot says goodbye (its EndFrame already queued): the call's
+    place is free at once, not after Pipecat's 10 s write timeout for a peer that stopped
+    reading."""
+    wait_for_no_calls(short_call_server)
+    browser = launch(playwright, *fake_microphone_flags(None))
+    errors: list[str] = []
+    requests: list[str] = []
+    speaking = "() => document.getElementById('bot-speaking').dataset.speaking === '{}'"
+    try:
+        page = open_page(browser, page_url(short_call_server), errors, requests)
+        page.get_by_role("button", name="Connect").click()
+        for state in ("true", "false", "true"):  # the greeting, then the goodbye
+            page.wait_for_function(speaking.format(state), timeout=30_000)
+        assert calls_in_flight(short_call_server) == 1
+        page.wait_for_timeout(300)
+        page.get_by_role("button", name="Hang up").click()
+        hung_up = time.monotonic()
+        wait_for_no_calls(short_call_server, timeout=15.0)
+        freed_after = time.monotonic() - hung_up
+    finally:
+        browser.close()
+    assert freed_after < 3.0, f"the call held its place {freed_after:.1f}s after the hang-up"
+    assert errors == []

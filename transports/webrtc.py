@@ -76,6 +76,25 @@ def _looks_like_sdp(sdp: str) -> bool:
     return sdp.lstrip().startswith("v=0") and "m=audio" in sdp
 
 
+def _output_audio_track(transport: SmallWebRTCTransport) -> Any:
+    """Pipecat's audio track to the peer (None before the peer connects)."""
+    return getattr(getattr(transport, "_client", None), "_audio_output_track", None)
+
+
+def _release_audio_writes(track: Any) -> None:
+    """Let go of the bot's audio writes that wait for a peer that has gone.
+
+    Each write waits until the peer has read its audio. A caller who hangs up while the bot is
+    speaking leaves one write waiting for good; when the call is already ending (the goodbye is
+    playing, the EndFrame is queued), Pipecat's cancel waits behind it, and only its write
+    timeout (10 s) ends the call, holding the call's place that long. The audio is dropped."""
+    queue = getattr(track, "_chunk_queue", None)
+    while queue:
+        _chunk, future = queue.popleft()
+        if future is not None and not future.done():
+            future.set_result(False)
+
+
 class WebRTCEdge:
     """Answers offers and starts one call per new peer connection."""
 
@@ -212,14 +231,19 @@ class WebRTCEdge:
             self._connect_timeout_secs, self._give_up, connection, call_id
         )
 
+        output_track: list[Any] = []  # the bot's audio track, once the peer is connected
+
         @transport.event_handler("on_client_connected")
         async def _on_connected(_transport: Any, _client: Any) -> None:
             deadline.cancel()
+            output_track[:] = [_output_audio_track(transport)]
             await session.greet()
 
         @transport.event_handler("on_client_disconnected")
         async def _on_disconnected(_transport: Any, _client: Any) -> None:
             deadline.cancel()
+            if output_track:
+                _release_audio_writes(output_track[0])
             await session.cancel()
 
         return session
