@@ -353,3 +353,37 @@ def test_hanging_up_during_the_goodbye_frees_the_call_at_once(
         browser.close()
     assert freed_after < 3.0, f"the call held its place {freed_after:.1f}s after the hang-up"
     assert errors == []
+
+
+AXE = REPO / "client/node_modules/axe-core/axe.min.js"  # installed by `make client`
+AXE_RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
+
+
+def accessibility_violations(page: Page) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA and best-practice findings on the page as it is now."""
+    if page.evaluate("typeof window.axe") == "undefined":
+        page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        "async (tags) => (await axe.run(document, { runOnly: { type: 'tag', values: tags } }))"
+        ".violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target).join(', ')})`)",
+        AXE_RULES,
+    )
+    return list(found)
+
+
+def test_the_page_passes_an_accessibility_audit(
+    playwright: Playwright, local_server: RunningServer
+) -> None:
+    """axe-core finds nothing on the page, idle and showing an error, on a phone-sized screen."""
+    assert AXE.exists(), f"{AXE} is missing: `make client` installs it"
+    browser = launch(playwright, "--use-fake-device-for-media-stream")  # the mic is refused
+    try:
+        context = browser.new_context(viewport=PHONE, is_mobile=True, bypass_csp=True)
+        page = context.new_page()
+        page.goto(page_url(local_server))
+        assert accessibility_violations(page) == []
+        page.get_by_role("button", name="Connect").click()
+        expect(page.get_by_role("alert")).to_be_visible(timeout=10_000)
+        assert accessibility_violations(page) == []
+    finally:
+        browser.close()
