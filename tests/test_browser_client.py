@@ -387,3 +387,54 @@ def test_the_page_passes_an_accessibility_audit(
         assert accessibility_violations(page) == []
     finally:
         browser.close()
+
+
+# Records every track the page puts on a WebRTC sender (the transport's, and a swapped one).
+SENDER_PROBE = """
+(() => {
+  window.__sentTracks = [];
+  const replace = RTCRtpSender.prototype.replaceTrack;
+  RTCRtpSender.prototype.replaceTrack = function (track) {
+    if (track && track.kind === "audio") window.__sentTracks.push(track.label);
+    return replace.call(this, track);
+  };
+})();
+"""
+
+
+def test_changing_the_microphone_mid_call_swaps_the_sent_track(
+    playwright: Playwright, local_server: RunningServer
+) -> None:
+    """Another microphone picked during a call goes out on the same peer connection."""
+    wait_for_no_calls(local_server)
+    browser = launch(playwright, *fake_microphone_flags(None))
+    errors: list[str] = []
+    requests: list[str] = []
+    try:
+        context = browser.new_context(viewport=PHONE, is_mobile=True)
+        context.add_init_script(SENDER_PROBE)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
+        page.goto(page_url(local_server))
+        page.get_by_role("button", name="Connect").click()
+        expect(page.locator("#status")).to_have_text("Connected: say something", timeout=20_000)
+        first = page.evaluate("window.__sentTracks")
+        mics = page.get_by_label("Microphone")
+        labels = mics.locator("option").all_inner_texts()
+        other = next(label for label in labels if label not in first)
+        mics.select_option(label=other)
+        page.wait_for_function(
+            "(label) => window.__sentTracks.includes(label)", arg=other, timeout=10_000
+        )
+        expect(page.locator("#status")).to_have_text("Connected: say something")
+        expect(page.get_by_role("alert")).to_be_hidden()
+        assert calls_in_flight(local_server) == 1
+        offers = [line for line in requests if line.startswith("POST ") and "/api/offer" in line]
+        page.get_by_role("button", name="Hang up").click()
+        expect(page.locator("#status")).to_have_text("Call ended", timeout=10_000)
+    finally:
+        browser.close()
+    assert first, "the transport sent no microphone track"
+    assert len(offers) == 1, "the swap renegotiated or reconnected"
+    assert errors == []
