@@ -44,6 +44,7 @@ from bot.context_window import ContextWindow
 from bot.llm_failover import TurnFailoverLLMSwitcher
 from bot.phrase_cache import for_call as phrase_cache_for_call
 from bot.registry import get_provider
+from bot.rtvi import ClientSafeRTVIProcessor
 from bot.tracing import tracing_enabled
 from bot.tts_stall import TTSStallGuard
 
@@ -111,6 +112,9 @@ class CallSession:
             events=call.events,
         )
         tts = _build_stage(loaded, "tts", "tts", config.tts.provider, call)
+        # What an RTVI client is told failed, when something does (bot/rtvi.py).
+        client_stages = {self.stt: "speech-to-text", tts: "text-to-speech", redactor: "redactor"}
+        client_stages |= {service: "language model" for service in [llm, *llms]}
         # The greeting, idle prompt and goodbye: synthesised once per process and output rate,
         # then played from the phrase cache (bot/phrase_cache.py) without the provider.
         self.phrases = phrase_cache_for_call(loaded, call)
@@ -191,6 +195,7 @@ class CallSession:
             enable_tracing=tracing_enabled(),
             enable_turn_tracking=observe or tracing_enabled(),
             enable_rtvi=rtvi,
+            rtvi_processor=ClientSafeRTVIProcessor(client_stages) if rtvi else None,
             # The RTVI observer reports a frame on its first push: the STT's raw transcript
             # must never reach the client, only the redactor's copy.
             rtvi_observer_params=RTVIObserverParams(ignored_sources=[self.stt]) if rtvi else None,

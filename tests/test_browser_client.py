@@ -67,6 +67,15 @@ def loopback_candidate_address() -> None:
 
 
 @pytest.fixture(scope="module")
+def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """`voicebot serve` with the offline pipeline, for this module's browsers only (their calls
+    leave the session's shared server as they found it)."""
+    server = start_server(REPO / "pipelines/local.yaml", tmp_path_factory.mktemp("page") / "log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as pw:
         yield pw
@@ -104,16 +113,16 @@ def wait_for_no_calls(server: RunningServer, timeout: float = 15.0) -> None:
         time.sleep(0.2)
 
 
-def test_a_call_from_the_page(local_server: RunningServer, tmp_path: Path) -> None:
+def test_a_call_from_the_page(page_server: RunningServer, tmp_path: Path) -> None:
     """Connect, speak, hear the reply, read the redacted transcript and the latency, hang up."""
-    wait_for_no_calls(local_server)
+    wait_for_no_calls(page_server)
     wav = caller_wav(UTTERANCE, tmp_path / "caller.wav", lead_secs=6.0, tail_secs=40.0)
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as pw:
         browser = launch(pw, *fake_microphone_flags(wav))
         try:
-            page = open_page(browser, page_url(local_server), errors, requests)
+            page = open_page(browser, page_url(page_server), errors, requests)
             status = page.locator("#status")
             expect(status).to_have_text("Not connected")
 
@@ -164,12 +173,12 @@ def test_a_call_from_the_page(local_server: RunningServer, tmp_path: Path) -> No
             page.get_by_role("button", name="Hang up").click()
             expect(status).to_have_text("Call ended", timeout=10_000)
             expect(page.get_by_role("button", name="Connect")).to_be_enabled()
-            wait_for_no_calls(local_server)
+            wait_for_no_calls(page_server)
         finally:
             browser.close()
     assert "Smith" not in content
     assert errors == []
-    origin = local_server.url.replace("127.0.0.1", "localhost")
+    origin = page_server.url.replace("127.0.0.1", "localhost")
     assert [url for url in requests if not url.startswith((origin + "/", "data:"))] == []
 
 
@@ -253,14 +262,14 @@ def test_the_page_says_why_the_server_refused(
 
 
 def test_the_page_says_when_the_microphone_is_blocked(
-    playwright: Playwright, local_server: RunningServer
+    playwright: Playwright, page_server: RunningServer
 ) -> None:
     """The browser denies the microphone: the page says how to allow it, and calls no one."""
     browser = launch(playwright, "--use-fake-device-for-media-stream")  # no auto-accept
     errors: list[str] = []
     requests: list[str] = []
     try:
-        page = open_page(browser, page_url(local_server), errors, requests)
+        page = open_page(browser, page_url(page_server), errors, requests)
         page.get_by_role("button", name="Connect").click()
         expect_alert(page, "Microphone blocked", "Allow microphone access")
     finally:
@@ -269,11 +278,11 @@ def test_the_page_says_when_the_microphone_is_blocked(
     assert errors == []
 
 
-def test_the_page_says_when_ice_fails(playwright: Playwright, local_server: RunningServer) -> None:
+def test_the_page_says_when_ice_fails(playwright: Playwright, page_server: RunningServer) -> None:
     """The server answers, but this browser's network has no path for media (Chromium is told to
     offer no UDP candidate, and the server has no TCP one): the page gives up when the server
     would, says it was ICE and what to do; the server lets the call go."""
-    wait_for_no_calls(local_server)
+    wait_for_no_calls(page_server)
     browser = launch(
         playwright,
         *fake_microphone_flags(None),
@@ -282,13 +291,13 @@ def test_the_page_says_when_ice_fails(playwright: Playwright, local_server: Runn
     errors: list[str] = []
     requests: list[str] = []
     try:
-        page = open_page(browser, page_url(local_server), errors, requests)
+        page = open_page(browser, page_url(page_server), errors, requests)
         page.get_by_role("button", name="Connect").click()
         expect_alert(page, "The audio could not connect (ICE failed)", "TURN relay")
     finally:
         browser.close()
     assert any("/api/offer" in url for url in requests), "the offer was never sent"
-    wait_for_no_calls(local_server, timeout=30.0)
+    wait_for_no_calls(page_server, timeout=30.0)
     assert errors == []
 
 
@@ -372,7 +381,7 @@ def accessibility_violations(page: Page) -> list[str]:
 
 
 def test_the_page_passes_an_accessibility_audit(
-    playwright: Playwright, local_server: RunningServer
+    playwright: Playwright, page_server: RunningServer
 ) -> None:
     """axe-core finds nothing on the page, idle and showing an error, on a phone-sized screen."""
     assert AXE.exists(), f"{AXE} is missing: `make client` installs it"
@@ -380,7 +389,7 @@ def test_the_page_passes_an_accessibility_audit(
     try:
         context = browser.new_context(viewport=PHONE, is_mobile=True, bypass_csp=True)
         page = context.new_page()
-        page.goto(page_url(local_server))
+        page.goto(page_url(page_server))
         assert accessibility_violations(page) == []
         page.get_by_role("button", name="Connect").click()
         expect(page.get_by_role("alert")).to_be_visible(timeout=10_000)
@@ -402,11 +411,12 @@ SENDER_PROBE = """
 """
 
 
-def test_changing_the_microphone_mid_call_swaps_the_sent_track(
-    playwright: Playwright, local_server: RunningServer
+def test_the_chosen_microphone_is_the_one_sent(
+    playwright: Playwright, page_server: RunningServer
 ) -> None:
-    """Another microphone picked during a call goes out on the same peer connection."""
-    wait_for_no_calls(local_server)
+    """Another microphone picked during a call goes out on the same peer connection; one picked
+    between calls is the one the next call sends."""
+    wait_for_no_calls(page_server)
     browser = launch(playwright, *fake_microphone_flags(None))
     errors: list[str] = []
     requests: list[str] = []
@@ -416,7 +426,7 @@ def test_changing_the_microphone_mid_call_swaps_the_sent_track(
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
-        page.goto(page_url(local_server))
+        page.goto(page_url(page_server))
         page.get_by_role("button", name="Connect").click()
         expect(page.locator("#status")).to_have_text("Connected: say something", timeout=20_000)
         first = page.evaluate("window.__sentTracks")
@@ -429,12 +439,22 @@ def test_changing_the_microphone_mid_call_swaps_the_sent_track(
         )
         expect(page.locator("#status")).to_have_text("Connected: say something")
         expect(page.get_by_role("alert")).to_be_hidden()
-        assert calls_in_flight(local_server) == 1
+        assert calls_in_flight(page_server) == 1
         offers = [line for line in requests if line.startswith("POST ") and "/api/offer" in line]
+        page.get_by_role("button", name="Hang up").click()
+        expect(page.locator("#status")).to_have_text("Call ended", timeout=10_000)
+        assert len(offers) == 1, "the swap renegotiated or reconnected"
+
+        third = next(label for label in labels if label not in (*first, other))
+        mics.select_option(label=third)
+        page.evaluate("window.__sentTracks = []")
+        wait_for_no_calls(page_server)
+        page.get_by_role("button", name="Connect").click()
+        expect(page.locator("#status")).to_have_text("Connected: say something", timeout=20_000)
+        assert page.evaluate("window.__sentTracks") == [third]
         page.get_by_role("button", name="Hang up").click()
         expect(page.locator("#status")).to_have_text("Call ended", timeout=10_000)
     finally:
         browser.close()
     assert first, "the transport sent no microphone track"
-    assert len(offers) == 1, "the swap renegotiated or reconnected"
     assert errors == []

@@ -173,6 +173,9 @@ async function fillMics(mics) {
   const select = $("mic");
   const current = media?.selectedMic?.deviceId || select.value;
   select.replaceChildren();
+  if (mics.length === 0) { // no permission yet: the browser's default, named after the first call
+    select.append(new Option("Default microphone", ""));
+  }
   mics.forEach((mic, i) => {
     const option = document.createElement("option");
     option.value = mic.deviceId;
@@ -180,7 +183,6 @@ async function fillMics(mics) {
     option.selected = mic.deviceId === current;
     select.append(option);
   });
-  select.disabled = mics.length === 0;
 }
 
 async function changeMic() {
@@ -224,9 +226,10 @@ class PageTransport extends SmallWebRTCTransport {
 }
 
 function newClient() {
-  media = new BrowserMediaManager({ constraints: MIC_CONSTRAINTS });
+  media = new BrowserMediaManager({ constraints: MIC_CONSTRAINTS, deviceId: $("mic").value });
   const transport = new PageTransport({ mediaManager: media });
-  media.onTrackReplaced = (track) => transport.getAudioTransceiver?.()?.sender.replaceTrack(track);
+  // A microphone changed mid-call goes out on the same connection (before it, with the offer).
+  media.onTrackReplaced = (track) => transport.pc && transport.getAudioTransceiver().sender.replaceTrack(track);
   return new PipecatClient({
     transport,
     enableMic: true,
@@ -260,9 +263,7 @@ async function connect() {
   client = newClient();
   setStatus("Asking for the microphone…", "connecting");
   try {
-    const chosen = $("mic").value;
     await client.initDevices();
-    if (chosen && media.selectedMic.deviceId !== chosen) await media.updateMic(chosen);
   } catch (error) {
     showError(explain(error));
     await teardown();

@@ -21,14 +21,15 @@ const DEVICE_ERROR_TYPES = {
 
 export class BrowserMediaManager {
   /** `constraints`: extra getUserMedia audio constraints (the tests turn echo cancellation,
-   * noise suppression and gain control off to hear the fake microphone as it is). */
-  constructor({ constraints = {} } = {}) {
+   * noise suppression and gain control off to hear the fake microphone as it is);
+   * `deviceId`: the microphone to open (the browser's default when empty). */
+  constructor({ constraints = {}, deviceId = "" } = {}) {
     this._constraints = constraints;
     this._callbacks = {};
     this._options = null;
     this._micEnabled = true;
     this._stream = null;
-    this._deviceId = "";
+    this._deviceId = deviceId;
     this._selectedMic = {};
     this._audioContext = null;
     this._analyser = null;
