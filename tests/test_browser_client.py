@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
 from tests.support.browser import (
     BOT_AUDIO_PROBE,
@@ -457,4 +457,46 @@ def test_the_chosen_microphone_is_the_one_sent(
     finally:
         browser.close()
     assert first, "the transport sent no microphone track"
+    assert errors == []
+
+
+def test_hanging_up_while_connecting_then_calling_again(
+    playwright: Playwright, page_server: RunningServer
+) -> None:
+    """Hang up before the offer is sent (the page is still fetching its ICE servers): no offer
+    goes out, no error shows, nothing is held; the next call connects and nothing of the
+    abandoned one interferes with it."""
+    wait_for_no_calls(page_server)
+    browser = launch(playwright, *fake_microphone_flags(None))
+    errors: list[str] = []
+    requests: list[str] = []
+    held: list[Route] = []
+    try:
+        page = open_page(browser, page_url(page_server), errors, requests)
+        page.route("**/api/ice-servers", lambda route: held.append(route))  # answered later
+        status = page.locator("#status")
+        page.get_by_role("button", name="Connect").click()
+        hang_up = page.get_by_role("button", name="Hang up")
+        expect(hang_up).to_be_enabled(timeout=10_000)
+        page.wait_for_timeout(300)
+        assert len(held) == 1, "the page did not ask for its ICE servers"
+        hang_up.click()
+        expect(status).to_have_text("Call ended", timeout=10_000)
+        page.unroute("**/api/ice-servers")  # lets the held request through
+        page.wait_for_timeout(1_000)
+        expect(page.get_by_role("alert")).to_be_hidden()
+        assert not any(url.endswith("/api/offer") for url in requests), "an offer went out"
+        assert calls_in_flight(page_server) == 0
+
+        page.get_by_role("button", name="Connect").click()
+        expect(status).to_have_text("Connected: say something", timeout=20_000)
+        page.wait_for_timeout(2_000)
+        expect(status).to_have_text("Connected: say something")
+        expect(page.get_by_role("alert")).to_be_hidden()
+        assert calls_in_flight(page_server) == 1
+        hang_up.click()
+        expect(status).to_have_text("Call ended", timeout=10_000)
+        wait_for_no_calls(page_server)
+    finally:
+        browser.close()
     assert errors == []

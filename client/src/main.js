@@ -131,15 +131,20 @@ function onServerMessage(data) {
 
 // -- audio: the bot's track, and both level meters -------------------------------------------
 
+let botContext = null; // one AudioContext for the page's bot meter, whatever the calls
+let botSource = null;
+
 function onTrackStarted(track, participant) {
   if (track.kind !== "audio" || participant?.local) return;
   const stream = new MediaStream([track]);
   $("bot-audio").srcObject = stream;
-  const context = new AudioContext();
-  botAnalyser = context.createAnalyser();
+  botContext ??= new AudioContext();
+  botSource?.disconnect();
+  botSource = botContext.createMediaStreamSource(stream);
+  botAnalyser = botContext.createAnalyser();
   botAnalyser.fftSize = 1024;
-  context.createMediaStreamSource(stream).connect(botAnalyser);
-  if (context.state === "suspended") context.resume();
+  botSource.connect(botAnalyser);
+  if (botContext.state === "suspended") botContext.resume();
 }
 
 function rms(analyser) {
@@ -241,7 +246,8 @@ function newClient() {
         wasConnected = true;
         setStatus("Connected: say something", "connected");
       },
-      onDisconnected: () => ended(),
+      // While connecting, a failure is the connect() promise's to report (below).
+      onDisconnected: () => (wasConnected || hangingUp) && ended(),
       onUserTranscript,
       onBotOutput,
       onBotStartedSpeaking: () => setBotSpeaking(true),
@@ -260,25 +266,29 @@ async function connect() {
   hangingUp = false;
   botEnded = null;
   wasConnected = false;
-  client = newClient();
+  const mine = (client = newClient());
   setStatus("Asking for the microphone…", "connecting");
   try {
-    await client.initDevices();
+    await mine.initDevices();
   } catch (error) {
+    if (client !== mine) return; // hung up meanwhile
     showError(explain(error));
     await teardown();
     return;
   }
+  if (client !== mine) return;
   $("hangup").disabled = false;
   startMeters();
   setStatus("Connecting…", "connecting");
   try {
-    client.transport.iceServers = await iceServers();
+    const servers = await iceServers();
+    if (client !== mine) return; // hung up before the offer: send none
+    mine.transport.iceServers = servers;
     let timer;
     const timeout = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new ConnectTimeout()), CONNECT_TIMEOUT_MS);
     });
-    const connecting = client.connect({
+    const connecting = mine.connect({
       webrtcRequestParams: { endpoint: new URL("/api/offer", location.href).href,
         headers: authHeaders() },
     });
@@ -288,7 +298,8 @@ async function connect() {
       clearTimeout(timer);
     }
   } catch (error) {
-    if (!hangingUp) showError(await explainConnectError(error));
+    if (client !== mine) return; // hung up meanwhile (and maybe called again): not this call's
+    showError(await explainConnectError(error));
     await teardown();
   }
 }
@@ -324,6 +335,8 @@ function ended() {
   stopMeters();
   setBotSpeaking(false);
   setUserSpeaking(false);
+  botSource?.disconnect();
+  botSource = null;
   botAnalyser = null;
   media = null;
   client = null;
