@@ -14,6 +14,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,21 @@ def open_page(browser: Browser, url: str, errors: list[str], requests: list[str]
     return page
 
 
+@contextmanager
+def browser_page(
+    pw: Playwright, url: str, *flags: str
+) -> Iterator[tuple[Page, list[str], list[str]]]:
+    """A browser launched with `flags`, one phone-sized page open on `url`, and what the page
+    did: its uncaught errors and the URLs it requested (both still readable after the close)."""
+    browser = launch(pw, *flags)
+    errors: list[str] = []
+    requests: list[str] = []
+    try:
+        yield open_page(browser, url, errors, requests), errors, requests
+    finally:
+        browser.close()
+
+
 def calls_in_flight(server: RunningServer) -> int:
     with urllib.request.urlopen(server.url + "/readyz", timeout=5) as response:
         return int(json.load(response)["calls"])
@@ -113,69 +129,66 @@ def wait_for_no_calls(server: RunningServer, timeout: float = 15.0) -> None:
         time.sleep(0.2)
 
 
-def test_a_call_from_the_page(page_server: RunningServer, tmp_path: Path) -> None:
+def test_a_call_from_the_page(
+    playwright: Playwright, page_server: RunningServer, tmp_path: Path
+) -> None:
     """Connect, speak, hear the reply, read the redacted transcript and the latency, hang up."""
     wait_for_no_calls(page_server)
     wav = caller_wav(UTTERANCE, tmp_path / "caller.wav", lead_secs=6.0, tail_secs=40.0)
-    errors: list[str] = []
-    requests: list[str] = []
-    with sync_playwright() as pw:
-        browser = launch(pw, *fake_microphone_flags(wav))
-        try:
-            page = open_page(browser, page_url(page_server), errors, requests)
-            status = page.locator("#status")
-            expect(status).to_have_text("Not connected")
+    with browser_page(playwright, page_url(page_server), *fake_microphone_flags(wav)) as (
+        page,
+        errors,
+        requests,
+    ):
+        status = page.locator("#status")
+        expect(status).to_have_text("Not connected")
 
-            page.get_by_role("button", name="Connect").click()
-            expect(status).to_have_text("Connected: say something", timeout=20_000)
-            expect(page.get_by_role("button", name="Hang up")).to_be_enabled()
-            microphones = page.get_by_label("Microphone").locator("option")
-            assert microphones.count() >= 1
-            assert all(label.strip() for label in microphones.all_inner_texts())
+        page.get_by_role("button", name="Connect").click()
+        expect(status).to_have_text("Connected: say something", timeout=20_000)
+        expect(page.get_by_role("button", name="Hang up")).to_be_enabled()
+        microphones = page.get_by_label("Microphone").locator("option")
+        assert microphones.count() >= 1
+        assert all(label.strip() for label in microphones.all_inner_texts())
 
-            # The caller's utterance, as the bot read it: the name redacted, live.
-            user = page.locator("#transcript li.user:not(.interim)")
-            expect(user.filter(has_text="<PERSON>")).to_have_count(1, timeout=45_000)
-            expect(user.filter(has_text=re.compile("sky", re.IGNORECASE)).first).to_be_visible()
-            heard_at = page.evaluate("performance.now()")
+        # The caller's utterance, as the bot read it: the name redacted, live.
+        user = page.locator("#transcript li.user:not(.interim)")
+        expect(user.filter(has_text="<PERSON>")).to_have_count(1, timeout=45_000)
+        expect(user.filter(has_text=re.compile("sky", re.IGNORECASE)).first).to_be_visible()
+        heard_at = page.evaluate("performance.now()")
 
-            # The page shows the bot speaking, with its own level meter moving: the moment for
-            # the README's screenshot of the connected page (phone-sized).
-            page.wait_for_function(BOT_HEARD_ON_PAGE, timeout=60_000)
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-            answers = page.locator("#transcript li.user ~ li.bot")
-            expect(answers.filter(has_text=re.compile("blue", re.IGNORECASE)).first).to_be_visible(
-                timeout=60_000
-            )
-            expect(page.locator("#latency-total")).to_have_text(
-                re.compile(r"^\d+ ms$"), timeout=30_000
-            )
-            expect(page.locator("#latency-stages dt").first).to_be_visible()
-            stages = page.locator("#latency-stages dt").all_inner_texts()
-            assert "Speech-to-text" in stages and "Language model" in stages, stages
-            voice_to_voice = int(page.inner_text("#latency-total").split()[0])
-            assert 0 < voice_to_voice < 30_000, voice_to_voice
+        # The page shows the bot speaking, with its own level meter moving: the moment for
+        # the README's screenshot of the connected page (phone-sized).
+        page.wait_for_function(BOT_HEARD_ON_PAGE, timeout=60_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        answers = page.locator("#transcript li.user ~ li.bot")
+        expect(answers.filter(has_text=re.compile("blue", re.IGNORECASE)).first).to_be_visible(
+            timeout=60_000
+        )
+        expect(page.locator("#latency-total")).to_have_text(re.compile(r"^\d+ ms$"), timeout=30_000)
+        expect(page.locator("#latency-stages dt").first).to_be_visible()
+        stages = page.locator("#latency-stages dt").all_inner_texts()
+        assert "Speech-to-text" in stages and "Language model" in stages, stages
+        voice_to_voice = int(page.inner_text("#latency-total").split()[0])
+        assert 0 < voice_to_voice < 30_000, voice_to_voice
 
-            # The reply was heard: the bot's track carried speech after the caller spoke.
-            page.wait_for_timeout(1500)
-            levels = page.evaluate("window.__botAudio")
-            loud = [rms for at, rms in levels if at > heard_at and rms > HEARD_RMS]
-            assert len(loud) >= 10, f"no reply audio after the caller spoke ({len(levels)} samples)"
-            speaking = page.evaluate("window.__botSpeaking")
-            assert any(at > heard_at and state == "true" for at, state in speaking), speaking
-            assert max(page.evaluate("window.__micLevels")) > 0.3, "the mic meter never moved"
+        # The reply was heard: the bot's track carried speech after the caller spoke.
+        page.wait_for_timeout(1500)
+        levels = page.evaluate("window.__botAudio")
+        loud = [rms for at, rms in levels if at > heard_at and rms > HEARD_RMS]
+        assert len(loud) >= 10, f"no reply audio after the caller spoke ({len(levels)} samples)"
+        speaking = page.evaluate("window.__botSpeaking")
+        assert any(at > heard_at and state == "true" for at, state in speaking), speaking
+        assert max(page.evaluate("window.__micLevels")) > 0.3, "the mic meter never moved"
 
-            # Phone-sized: nothing is cut off sideways.
-            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-            content = page.content()
+        # Phone-sized: nothing is cut off sideways.
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        content = page.content()
 
-            page.get_by_role("button", name="Hang up").click()
-            expect(status).to_have_text("Call ended", timeout=10_000)
-            expect(page.get_by_role("button", name="Connect")).to_be_enabled()
-            wait_for_no_calls(page_server)
-        finally:
-            browser.close()
+        page.get_by_role("button", name="Hang up").click()
+        expect(status).to_have_text("Call ended", timeout=10_000)
+        expect(page.get_by_role("button", name="Connect")).to_be_enabled()
+        wait_for_no_calls(page_server)
     assert "Smith" not in content
     assert errors == []
     origin = page_server.url.replace("127.0.0.1", "localhost")
@@ -221,11 +234,10 @@ def test_the_page_says_why_the_server_refused(
 ) -> None:
     """No token: the page says a token is needed. A full server: it says busy, and when to
     come back; once the call ends, the same page connects."""
-    errors: list[str] = []
-    requests: list[str] = []
-    browser = launch(playwright, *fake_microphone_flags(None))
-    try:
-        anonymous = open_page(browser, page_url(keyed_server), errors, requests)
+    flags = fake_microphone_flags(None)
+    with browser_page(playwright, page_url(keyed_server), *flags) as (anonymous, errors, requests):
+        browser = anonymous.context.browser
+        assert browser is not None
         anonymous.get_by_role("button", name="Connect").click()
         expect_alert(anonymous, "The server needs a session token", "#token=")
 
@@ -256,8 +268,6 @@ def test_the_page_says_why_the_server_refused(
         expect(second.locator("#status")).to_have_text("Connected: say something", timeout=20_000)
         second.get_by_role("button", name="Hang up").click()
         expect(second.locator("#status")).to_have_text("Call ended", timeout=10_000)
-    finally:
-        browser.close()
     assert errors == []
 
 
@@ -265,15 +275,14 @@ def test_the_page_says_when_the_microphone_is_blocked(
     playwright: Playwright, page_server: RunningServer
 ) -> None:
     """The browser denies the microphone: the page says how to allow it, and calls no one."""
-    browser = launch(playwright, "--use-fake-device-for-media-stream")  # no auto-accept
-    errors: list[str] = []
-    requests: list[str] = []
-    try:
-        page = open_page(browser, page_url(page_server), errors, requests)
+    no_auto_accept = "--use-fake-device-for-media-stream"
+    with browser_page(playwright, page_url(page_server), no_auto_accept) as (
+        page,
+        errors,
+        requests,
+    ):
         page.get_by_role("button", name="Connect").click()
         expect_alert(page, "Microphone blocked", "Allow microphone access")
-    finally:
-        browser.close()
     assert not any("/api/offer" in url for url in requests), requests
     assert errors == []
 
@@ -283,19 +292,10 @@ def test_the_page_says_when_ice_fails(playwright: Playwright, page_server: Runni
     offer no UDP candidate, and the server has no TCP one): the page gives up when the server
     would, says it was ICE and what to do; the server lets the call go."""
     wait_for_no_calls(page_server)
-    browser = launch(
-        playwright,
-        *fake_microphone_flags(None),
-        "--webrtc-ip-handling-policy=disable_non_proxied_udp",
-    )
-    errors: list[str] = []
-    requests: list[str] = []
-    try:
-        page = open_page(browser, page_url(page_server), errors, requests)
+    flags = [*fake_microphone_flags(None), "--webrtc-ip-handling-policy=disable_non_proxied_udp"]
+    with browser_page(playwright, page_url(page_server), *flags) as (page, errors, requests):
         page.get_by_role("button", name="Connect").click()
         expect_alert(page, "The audio could not connect (ICE failed)", "TURN relay")
-    finally:
-        browser.close()
     assert any("/api/offer" in url for url in requests), "the offer was never sent"
     wait_for_no_calls(page_server, timeout=30.0)
     assert errors == []
@@ -318,11 +318,8 @@ def test_the_page_says_why_the_bot_ended_the_call(
     playwright: Playwright, short_call_server: RunningServer
 ) -> None:
     """The bot ends the call (its time limit): the page says so, not that the call dropped."""
-    browser = launch(playwright, *fake_microphone_flags(None))
-    errors: list[str] = []
-    requests: list[str] = []
-    try:
-        page = open_page(browser, page_url(short_call_server), errors, requests)
+    url = page_url(short_call_server)
+    with browser_page(playwright, url, *fake_microphone_flags(None)) as (page, errors, _):
         page.get_by_role("button", name="Connect").click()
         status = page.locator("#status")
         expect(status).to_have_text("Connected: say something", timeout=20_000)
@@ -331,8 +328,6 @@ def test_the_page_says_why_the_bot_ended_the_call(
         )
         expect(page.get_by_role("alert")).to_be_hidden()
         expect(page.get_by_role("button", name="Connect")).to_be_enabled()
-    finally:
-        browser.close()
     assert errors == []
 
 
@@ -343,12 +338,9 @@ def test_hanging_up_during_the_goodbye_frees_the_call_at_once(
     place is free at once, not after Pipecat's 10 s write timeout for a peer that stopped
     reading."""
     wait_for_no_calls(short_call_server)
-    browser = launch(playwright, *fake_microphone_flags(None))
-    errors: list[str] = []
-    requests: list[str] = []
     speaking = "() => document.getElementById('bot-speaking').dataset.speaking === '{}'"
-    try:
-        page = open_page(browser, page_url(short_call_server), errors, requests)
+    url = page_url(short_call_server)
+    with browser_page(playwright, url, *fake_microphone_flags(None)) as (page, errors, _):
         page.get_by_role("button", name="Connect").click()
         for state in ("true", "false", "true"):  # the greeting, then the goodbye
             page.wait_for_function(speaking.format(state), timeout=30_000)
@@ -358,8 +350,6 @@ def test_hanging_up_during_the_goodbye_frees_the_call_at_once(
         hung_up = time.monotonic()
         wait_for_no_calls(short_call_server, timeout=15.0)
         freed_after = time.monotonic() - hung_up
-    finally:
-        browser.close()
     assert freed_after < 3.0, f"the call held its place {freed_after:.1f}s after the hang-up"
     assert errors == []
 
@@ -467,12 +457,12 @@ def test_hanging_up_while_connecting_then_calling_again(
     goes out, no error shows, nothing is held; the next call connects and nothing of the
     abandoned one interferes with it."""
     wait_for_no_calls(page_server)
-    browser = launch(playwright, *fake_microphone_flags(None))
-    errors: list[str] = []
-    requests: list[str] = []
     held: list[Route] = []
-    try:
-        page = open_page(browser, page_url(page_server), errors, requests)
+    with browser_page(playwright, page_url(page_server), *fake_microphone_flags(None)) as (
+        page,
+        errors,
+        requests,
+    ):
         page.route("**/api/ice-servers", lambda route: held.append(route))  # answered later
         status = page.locator("#status")
         page.get_by_role("button", name="Connect").click()
@@ -497,6 +487,4 @@ def test_hanging_up_while_connecting_then_calling_again(
         hang_up.click()
         expect(status).to_have_text("Call ended", timeout=10_000)
         wait_for_no_calls(page_server)
-    finally:
-        browser.close()
     assert errors == []

@@ -3,7 +3,7 @@
 import { PipecatClient } from "@pipecat-ai/client-js";
 import { SmallWebRTCTransport } from "@pipecat-ai/small-webrtc-transport";
 
-import { BrowserMediaManager } from "./media.js";
+import { analyserLevel, BrowserMediaManager } from "./media.js";
 import { explain } from "./errors.js";
 import { latencyRows } from "./latency.js";
 
@@ -147,15 +147,6 @@ function onTrackStarted(track, participant) {
   if (botContext.state === "suspended") botContext.resume();
 }
 
-function rms(analyser) {
-  if (!analyser) return 0;
-  const samples = new Float32Array(analyser.fftSize);
-  analyser.getFloatTimeDomainData(samples);
-  let sum = 0;
-  for (const s of samples) sum += s * s;
-  return Math.sqrt(sum / samples.length);
-}
-
 // A level meter reads in decibels: -60 dBFS (silence) .. 0 dBFS maps to 0..1.
 const meterValue = (level) => Math.max(0, Math.min(1, 1 + (20 * Math.log10(level + 1e-9)) / 60));
 
@@ -163,7 +154,7 @@ function startMeters() {
   stopMeters();
   meterTimer = setInterval(() => {
     $("mic-level").value = meterValue(media ? media.level() : 0);
-    $("bot-level").value = meterValue(rms(botAnalyser));
+    $("bot-level").value = meterValue(analyserLevel(botAnalyser));
   }, 100);
 }
 

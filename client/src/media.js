@@ -19,6 +19,16 @@ const DEVICE_ERROR_TYPES = {
   NotReadableError: "in-use",
 };
 
+/** An AnalyserNode's level now, 0..1: the RMS of its last window (0 without one). */
+export function analyserLevel(analyser) {
+  if (!analyser) return 0;
+  const samples = new Float32Array(analyser.fftSize);
+  analyser.getFloatTimeDomainData(samples);
+  let sum = 0;
+  for (const s of samples) sum += s * s;
+  return Math.sqrt(sum / samples.length);
+}
+
 export class BrowserMediaManager {
   /** `constraints`: extra getUserMedia audio constraints (the tests turn echo cancellation,
    * noise suppression and gain control off to hear the fake microphone as it is);
@@ -110,12 +120,7 @@ export class BrowserMediaManager {
 
   /** The microphone's level now, 0..1 (RMS of the last analyser window). */
   level() {
-    if (!this._analyser) return 0;
-    const samples = new Float32Array(this._analyser.fftSize);
-    this._analyser.getFloatTimeDomainData(samples);
-    let sum = 0;
-    for (const s of samples) sum += s * s;
-    return Math.sqrt(sum / samples.length);
+    return analyserLevel(this._analyser);
   }
 
   async _open(deviceId) {
